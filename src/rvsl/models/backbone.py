@@ -1,0 +1,56 @@
+"""The two halves of a ResNet-IBN-a as RVSL splits it: encoder (stem + layer1) and ReID trunk (layer2-4)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from rvsl.models.resnet_ibn import BackboneSpec, init_resnet_, make_layer
+
+
+class EncoderOutput(NamedTuple):
+    """What an encoder hands on: the common feature (layer1, 1/4 size) and the stem skip (1/2 size)."""
+
+    feature: torch.Tensor
+    skip: torch.Tensor
+
+
+class Encoder(nn.Module):
+    """Stem (conv7x7/2, BN, ReLU, maxpool) + layer1 of a ResNet-IBN-a; ``Ec`` and ``Ef`` in the paper.
+
+    Returns the layer1 map (input to the ReID trunk and the generators) and the
+    post-ReLU stem map before max-pooling, the generators' skip connection.
+    """
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = make_layer(spec.block, 64, 64, spec.layers[0], stride=1, ibn=True)
+        init_resnet_(self)
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        skip = self.relu(self.bn1(self.conv1(images)))
+        return EncoderOutput(self.layer1(self.maxpool(skip)), skip)
+
+
+class ReIDTrunk(nn.Module):
+    """layer2-4 of a ResNet-IBN-a (``Dreid``), shared by both branches; output stride 32.
+
+    layer4 always has stride 2, as in the official code (its ``last_stride`` is ignored).
+    """
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        super().__init__()
+        width = spec.block.expansion
+        self.layer2 = make_layer(spec.block, 64 * width, 128, spec.layers[1], stride=2, ibn=True)
+        self.layer3 = make_layer(spec.block, 128 * width, 256, spec.layers[2], stride=2, ibn=True)
+        self.layer4 = make_layer(spec.block, 256 * width, 512, spec.layers[3], stride=2, ibn=False)
+        init_resnet_(self)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(feature)))

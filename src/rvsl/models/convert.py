@@ -1,0 +1,169 @@
+"""Import of the authors' released RVSL checkpoints (Stage 1, 2 or 3).
+
+The official ``Stage{1,2,3}_Model`` state dicts name the parts ``Ec``, ``Ef``,
+``Dreid``, ``Dc``, ``Df``, ``bottleneck`` and ``classifier`` (``syn_classifier``
+in stages 2-3); the generators' blocks are ``DC1..3.double_conv.N`` and ``OutConv``.
+This module renames them to :class:`~rvsl.models.rvsl_net.RVSLNet`'s names,
+infers the backbone depth and class count from the tensors, and checks that
+every expected key group is present.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from rvsl.models.checkpoint import (
+    CheckpointError,
+    _short,
+    load_untrusted,
+    make_checkpoint,
+    save_atomic,
+    unwrap_state_dict,
+)
+from rvsl.models.resnet_ibn import BACKBONES, Bottleneck
+from rvsl.models.rvsl_net import RVSLNet
+
+# official top-level module -> ours
+_PARTS = {
+    "Ec": "enc_clear",
+    "Ef": "enc_hazy",
+    "Dreid": "trunk",
+    "Dc": "gen_clear",
+    "Df": "gen_hazy",
+    "bottleneck": "bnneck",
+    "classifier": "classifier",
+    "syn_classifier": "classifier",
+}
+# official generator sub-module -> ours
+_GENERATOR_BLOCKS = {
+    "DC1.double_conv.": "block1.",
+    "DC2.double_conv.": "block2.",
+    "DC3.double_conv.": "block3.",
+    "OutConv.": "out.",
+}
+REQUIRED_GROUPS = ("Ec", "Ef", "Dreid", "Dc", "Df", "bottleneck", "classifier|syn_classifier")
+
+
+def _rename(key: str) -> str | None:
+    part, _, rest = key.partition(".")
+    ours = _PARTS.get(part)
+    if ours is None:
+        return None
+    if part in ("Dc", "Df"):
+        for old, new in _GENERATOR_BLOCKS.items():
+            if rest.startswith(old):
+                rest = new + rest[len(old) :]
+                break
+    return f"{ours}.{rest}"
+
+
+def _missing_groups(keys: set[str]) -> list[str]:
+    present = {k.partition(".")[0] for k in keys}
+    return [g for g in REQUIRED_GROUPS if not any(alt in present for alt in g.split("|"))]
+
+
+def infer_backbone(state: Mapping[str, torch.Tensor]) -> str:
+    """The backbone name whose block type and per-layer block counts match the official keys."""
+    bottleneck = any(k.startswith("Ec.layer1.0.conv3.") for k in state)
+
+    def blocks(prefix: str) -> int:
+        pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+        found = [int(m.group(1)) for k in state if (m := pattern.match(k))]
+        return max(found) + 1 if found else 0
+
+    layers = (blocks("Ec.layer1"), blocks("Dreid.layer2"), blocks("Dreid.layer3"),
+              blocks("Dreid.layer4"))
+    for name, spec in BACKBONES.items():
+        if (spec.block is Bottleneck) == bottleneck and spec.layers == layers:
+            return name
+    kind = "bottleneck" if bottleneck else "basic"
+    raise CheckpointError(f"no known backbone has {kind} blocks with layer sizes {layers}")
+
+
+def official_to_net(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> RVSLNet:
+    """Build an :class:`RVSLNet` holding the weights of an official RVSL state dict."""
+    state = dict(state_dict)
+    if all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing = _missing_groups(set(state))
+    if missing:
+        raise CheckpointError(
+            f"{source}: not an official RVSL checkpoint: key groups missing: "
+            f"{', '.join(missing)} (expected {', '.join(REQUIRED_GROUPS)})"
+        )
+    renamed: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        new = _rename(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            renamed[new] = value
+    if unknown:
+        raise CheckpointError(f"{source}: unexpected keys: {_short(sorted(unknown))}")
+    classifier = renamed["classifier.weight"]
+    net = RVSLNet(backbone=infer_backbone(state), num_classes=classifier.shape[0])
+    expected = net.state_dict()
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+        for k, v in renamed.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if wrong_shape:
+        raise CheckpointError(f"{source}: tensors of the wrong shape: {_short(wrong_shape)}")
+    result = net.load_state_dict(renamed, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{source}: does not match the RVSL network; missing: "
+            f"{_short(result.missing_keys)}; unexpected: {_short(result.unexpected_keys)}"
+        )
+    return net
+
+
+def load_official(
+    state_dict_or_path: Mapping[str, torch.Tensor] | str | os.PathLike[str],
+    image_size: tuple[int, int] | None = None,
+) -> RVSLNet:
+    """The official model as an :class:`RVSLNet` in eval mode (the public parity entry point).
+
+    ``net(clear, hazy)`` then returns ``feat_clear``/``feat_hazy`` (post-BNNeck features)
+    and ``gen_clear``/``gen_hazy`` (``Dc(Ef(hazy))`` and ``Df(Ec(clear))``) among its
+    outputs. Our generators always return the size of their input; ``image_size``
+    (the official model's ``input_shape``), when given, is checked against the input
+    at call time so a mismatch with the size the model was trained at is not silent.
+    """
+    if isinstance(state_dict_or_path, Mapping):
+        net = official_to_net(state_dict_or_path)
+    else:
+        path = str(state_dict_or_path)
+        net = official_to_net(unwrap_state_dict(load_untrusted(path), path), path)
+    if image_size is not None:
+        expected = (int(image_size[0]), int(image_size[1]))
+
+        def check_size(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            for images in args:
+                if tuple(images.shape[-2:]) != expected:
+                    raise ValueError(
+                        f"input of size {tuple(images.shape[-2:])} given to a model built for "
+                        f"{expected}"
+                    )
+
+        net.register_forward_pre_hook(check_size)
+    return net.eval()
+
+
+def convert_official_checkpoint(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], force: bool = False
+) -> RVSLNet:
+    """``rvsl-convert``: official ``.pth`` -> this package's checkpoint, written atomically."""
+    dst = Path(dst)
+    if dst.exists() and not force:
+        raise CheckpointError(f"{dst}: already exists; pass --force to overwrite it")
+    net = official_to_net(unwrap_state_dict(load_untrusted(src), str(src)), str(src))
+    save_atomic(make_checkpoint(net, source=f"official:{Path(src).name}"), dst)
+    return net
