@@ -36,13 +36,15 @@ def load_untrusted(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{path}: no such file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # torch.load raises many kinds of error on foreign bytes
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{path}: refused to load: it holds Python objects beyond tensors and plain "
+                "containers, which could run code when unpickled; only weights are accepted"
+            ) from None
         raise CheckpointError(
-            f"{path}: refused to load: it holds Python objects beyond tensors and plain "
-            f"containers, which could run code when unpickled ({err})"
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch file ({err})") from None
 
 
 def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:

@@ -49,11 +49,12 @@ _GENERATOR_BLOCKS = {
 REQUIRED_GROUPS = ("Ec", "Ef", "Dreid", "Dc", "Df", "bottleneck", "classifier|syn_classifier")
 
 
-def _rename(key: str) -> str | None:
+def _rename(key: str) -> str:
+    """Our name for an official key; keys of unknown parts keep a name no network key has."""
     part, _, rest = key.partition(".")
     ours = _PARTS.get(part)
     if ours is None:
-        return None
+        return f"<unknown>.{key}"
     if part in ("Dc", "Df"):
         for old, new in _GENERATOR_BLOCKS.items():
             if rest.startswith(old):
@@ -96,33 +97,32 @@ def official_to_net(state_dict: Mapping[str, torch.Tensor], source: str = "check
             f"{source}: not an official RVSL checkpoint: key groups missing: "
             f"{', '.join(missing)} (expected {', '.join(REQUIRED_GROUPS)})"
         )
-    renamed: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state.items():
-        new = _rename(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            renamed[new] = value
-    if unknown:
-        raise CheckpointError(f"{source}: unexpected keys: {_short(sorted(unknown))}")
-    classifier = renamed["classifier.weight"]
-    net = RVSLNet(backbone=infer_backbone(state), num_classes=classifier.shape[0])
+    official_name = {_rename(k): k for k in state}
+    net = RVSLNet(backbone=infer_backbone(state), num_classes=_num_classes(state))
     expected = net.state_dict()
+    missing = [k for k in expected if k not in official_name]
+    unexpected = [old for new, old in official_name.items() if new not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: does not match the RVSL network ({net.backbone}); missing: "
+            f"{_short(missing)}; unexpected keys: {_short(sorted(unexpected))}"
+        )
     wrong_shape = [
-        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-        for k, v in renamed.items()
-        if k in expected and v.shape != expected[k].shape
+        f"{old} {tuple(state[old].shape)} (expected {tuple(expected[new].shape)})"
+        for new, old in official_name.items()
+        if state[old].shape != expected[new].shape
     ]
     if wrong_shape:
         raise CheckpointError(f"{source}: tensors of the wrong shape: {_short(wrong_shape)}")
-    result = net.load_state_dict(renamed, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{source}: does not match the RVSL network; missing: "
-            f"{_short(result.missing_keys)}; unexpected: {_short(result.unexpected_keys)}"
-        )
+    net.load_state_dict({new: state[old] for new, old in official_name.items()})
     return net
+
+
+def _num_classes(state: Mapping[str, torch.Tensor]) -> int:
+    weight = state.get("classifier.weight", state.get("syn_classifier.weight"))
+    if weight is None or weight.ndim != 2:
+        raise CheckpointError("the classifier weight is missing or not a matrix")
+    return weight.shape[0]
 
 
 def load_official(
