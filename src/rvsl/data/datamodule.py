@@ -1,0 +1,253 @@
+"""The RVSL LightningDataModule: synthetic PK pairs, plus a cycling real branch in stages 2-3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from rvsl.data import fvrid
+from rvsl.data.datasets import ImageDataset, RetrievalDataset, SyntheticPairDataset
+from rvsl.data.samplers import PKSampler
+from rvsl.data.transforms import build_eval_transform, build_train_transform
+
+STAGE_NAMES = {"syn": 1, "real_clear": 2, "real_haze": 3}
+REAL_SAMPLING = ("random", "pk")
+
+
+def parse_stage(stage: int | str) -> int:
+    """Training stage as 1, 2 or 3, from the number or its name (syn, real_clear, real_haze)."""
+    if isinstance(stage, str) and not stage.isdigit():
+        if stage not in STAGE_NAMES:
+            raise ValueError(f"unknown stage {stage!r}; expected 1, 2, 3 or one of {STAGE_NAMES}")
+        return STAGE_NAMES[stage]
+    if int(stage) not in (1, 2, 3):
+        raise ValueError(f"unknown stage {stage!r}; expected 1, 2, 3 or one of {STAGE_NAMES}")
+    return int(stage)
+
+
+def _seed(*parts: int) -> int:
+    """A generator seed derived from several integers (independent streams per purpose/rank)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+class RestartingLoader:
+    """Endless iterable over a DataLoader: when a pass ends, a fresh pass starts.
+
+    Every pass re-runs the sampler and the augmentations (a new shuffle, a sampler with
+    ``set_epoch`` gets the pass number), unlike ``itertools.cycle``, which replays cached batches.
+    Deliberately has no ``len``: in a ``CombinedLoader(mode="min_size")`` the other loaders set
+    the epoch length.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            sampler = getattr(self.loader, "sampler", None)
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self.passes)
+            self.passes += 1
+            empty = True
+            for batch in self.loader:
+                empty = False
+                yield batch
+            if empty:
+                raise RuntimeError("the cycled loader yields no batches; is its dataset too small?")
+
+
+class RVSLDataModule(pl.LightningDataModule):
+    """FVRID data for one RVSL training stage, and the query/gallery test sets.
+
+    Training batches: stage 1 gets ``{"syn": batch}``; stages 2-3 get
+    ``{"syn": batch, "real": batch}`` from a ``CombinedLoader`` in ``min_size`` mode whose real
+    branch is a :class:`RestartingLoader`, so an epoch is exactly one pass over the synthetic
+    loader while the real loader cycles with a fresh shuffle each pass. A synthetic batch is
+    ``dict(clear, hazy, pid, camid, index)`` with P identities x K instances; a real batch is
+    ``dict(image, pid, camid, index, path)`` where ``pid`` is a hidden label the method must not
+    use (it only drives ``real_sampling="pk"``).
+
+    Distributed training: build the Trainer with ``use_distributed_sampler=False``. The PK
+    sampler is DDP-aware itself (world size and rank from ``self.trainer``, else 1 and 0): ranks
+    get disjoint identities and equal batch counts. Lightning's fit loop calls ``set_epoch`` on
+    every training DataLoader's sampler at the start of each epoch, which reshuffles the PK plan;
+    nothing else is needed. Real batches are drawn independently per rank. Validation loaders
+    are sharded with ``DistributedSampler(shuffle=False)`` when world size > 1, which pads with
+    repeated images: drop repeats by the item's ``index``.
+
+    Args:
+        root: folder holding FVRID_syn / FVRID_clear / FVRID_real.
+        stage: 1, 2, 3 or "syn", "real_clear", "real_haze".
+        image_size: training and test size (H, W).
+        num_instances: K, images per identity in a synthetic batch.
+        ids_per_batch: P, identities per synthetic batch (per rank).
+        real_batch_size: images per real batch, per rank (a multiple of K when real_sampling="pk").
+        real_sampling: "random" (uniform, default) or "pk" (groups by the hidden labels).
+        test_sets: names among SYN, REAL_CLEAR, REAL_FOGGY; one val loader each, in order.
+        num_workers, pin_memory: DataLoader settings.
+        seed: seeds the samplers (same on all ranks).
+        eval_batch_size: batch size of the val/test loaders.
+        scale_range, flip_p, erase_p, normalize: train augmentation (see transforms).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        stage: int | str = 1,
+        image_size: Sequence[int] = (384, 384),
+        num_instances: int = 6,
+        ids_per_batch: int = 6,
+        real_batch_size: int = 18,
+        real_sampling: str = "random",
+        test_sets: Sequence[str] = ("SYN", "REAL_CLEAR", "REAL_FOGGY"),
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        seed: int = 0,
+        eval_batch_size: int = 64,
+        scale_range: Sequence[float] = (1.0, 1.2),
+        flip_p: float = 0.5,
+        erase_p: float = 0.5,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.train_stage = parse_stage(stage)
+        self.image_size = tuple(int(s) for s in image_size)
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size must be (H, W), got {image_size}")
+        if real_sampling not in REAL_SAMPLING:
+            raise ValueError(f"real_sampling must be one of {REAL_SAMPLING}, got {real_sampling!r}")
+        if real_sampling == "pk" and real_batch_size % num_instances:
+            raise ValueError(
+                f"real_batch_size ({real_batch_size}) must be a multiple of num_instances "
+                f"({num_instances}) when real_sampling='pk'"
+            )
+        self.val_set_names = [name.upper() for name in test_sets]
+        unknown = [n for n in self.val_set_names if n not in fvrid.TEST_SETS]
+        if unknown:
+            raise ValueError(f"unknown test sets {unknown}; expected names from {fvrid.TEST_SETS}")
+        self.num_instances = int(num_instances)
+        self.ids_per_batch = int(ids_per_batch)
+        self.real_batch_size = int(real_batch_size)
+        self.real_sampling = real_sampling
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.seed = int(seed)
+        self.eval_batch_size = int(eval_batch_size)
+        self.train_transform = build_train_transform(
+            self.image_size, scale_range, flip_p, erase_p, normalize=normalize
+        )
+        self.eval_transform = build_eval_transform(self.image_size, normalize=normalize)
+        self.save_hyperparameters()
+
+        self.syn_train: SyntheticPairDataset | None = None
+        self.real_train: ImageDataset | None = None
+        self.val_sets: list[RetrievalDataset] | None = None
+
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        """Parse the folders this run needs (``stage`` is Lightning's: fit / validate / test)."""
+        if stage in (None, "fit"):
+            self._setup_train()
+        if self.val_sets is None:
+            self.val_sets = [
+                RetrievalDataset(*fvrid.load_test_set(self.root, name), self.eval_transform)
+                for name in self.val_set_names
+            ]
+
+    def _setup_train(self) -> None:
+        if self.syn_train is None:
+            pairs = fvrid.syn_train_pairs(self.root)
+            self.syn_train = SyntheticPairDataset(pairs, self.train_transform)
+        if self.train_stage > 1 and self.real_train is None:
+            records = fvrid.real_train_images(self.root, self.train_stage)
+            self.real_train = ImageDataset(records, self.train_transform)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of synthetic training identities (parses the training folder if needed)."""
+        self._setup_train()
+        assert self.syn_train is not None
+        return len(set(self.syn_train.pids))
+
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return int(self.trainer.world_size), int(self.trainer.global_rank)
+        return 1, 0
+
+    def _epoch(self) -> int:
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
+
+    def _loader(self, dataset: Any, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    # ---------------------------------------------------------------- loaders
+    def syn_dataloader(self) -> DataLoader:
+        """Synthetic pairs in PK batches of ``ids_per_batch * num_instances``."""
+        self._setup_train()
+        world, rank = self._world()
+        batch_size = self.ids_per_batch * self.num_instances
+        sampler = PKSampler(
+            self.syn_train.pids, self.num_instances, batch_size, self.seed, world, rank
+        )
+        sampler.set_epoch(self._epoch())
+        return self._loader(self.syn_train, batch_size, sampler, drop_last=True)
+
+    def real_dataloader(self) -> DataLoader:
+        """One pass over the real training images of stage 2 or 3 (uniform random by default)."""
+        self._setup_train()
+        if self.real_train is None:
+            raise RuntimeError("stage 1 has no real training branch")
+        world, rank = self._world()
+        if self.real_sampling == "pk":
+            sampler = PKSampler(
+                self.real_train.pids,
+                self.num_instances,
+                self.real_batch_size,
+                _seed(self.seed, 1),
+                world,
+                rank,
+            )
+        else:
+            generator = torch.Generator().manual_seed(_seed(self.seed, 1, rank))
+            sampler = RandomSampler(self.real_train, generator=generator)
+        return self._loader(self.real_train, self.real_batch_size, sampler, drop_last=True)
+
+    def train_dataloader(self) -> dict[str, DataLoader] | CombinedLoader:
+        if self.train_stage == 1:
+            return {"syn": self.syn_dataloader()}
+        real = RestartingLoader(self.real_dataloader())
+        return CombinedLoader({"syn": self.syn_dataloader(), "real": real}, mode="min_size")
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per test set (order of ``val_set_names``), queries then gallery."""
+        if self.val_sets is None:
+            self.setup("validate")
+        assert self.val_sets is not None
+        world, rank = self._world()
+        loaders = []
+        for dataset in self.val_sets:
+            sampler = None
+            if world > 1:
+                sampler = DistributedSampler(dataset, world, rank, shuffle=False, drop_last=False)
+            loaders.append(self._loader(dataset, self.eval_batch_size, sampler, drop_last=False))
+        return loaders
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()

@@ -1,0 +1,221 @@
+"""FVRID folder layout: list split folders, pair synthetic twins, relabel identities.
+
+Layout under a root folder (the authors' FVRID, or the embedded demo world)::
+
+    FVRID_syn/{train,query,gallery}_{clear,foggy}   clear images + synthetic hazy twins
+    FVRID_clear/{train,query,gallery}_clear         real clear images
+    FVRID_real/{train,query,gallery}_foggy          real hazy images
+
+File names start ``<pid>_c<cam>_...``: pid ``-1`` marks a junk image and is skipped; camera ids
+are 1-based in names and 0-based here. A synthetic hazy twin has the same file name as its clear
+image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+NAME_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
+JUNK_PID = -1
+
+SYN = "FVRID_syn"
+REAL_CLEAR_DIR = "FVRID_clear"
+REAL_HAZY_DIR = "FVRID_real"
+
+LAYOUT_HELP = (
+    "expected FVRID layout under the data root:\n"
+    "  FVRID_syn/{train,query,gallery}_{clear,foggy}  (hazy twins share the clear file names)\n"
+    "  FVRID_clear/{train,query,gallery}_clear\n"
+    "  FVRID_real/{train,query,gallery}_foggy\n"
+    "with file names starting '<pid>_c<cam>_' (pid -1 = junk, cameras numbered from 1)"
+)
+
+#: Test set name -> (top folder, query folder, gallery folder).
+TEST_SETS: dict[str, tuple[str, str, str]] = {
+    "SYN": (SYN, "query_foggy", "gallery_foggy"),
+    "REAL_CLEAR": (REAL_CLEAR_DIR, "query_clear", "gallery_clear"),
+    "REAL_FOGGY": (REAL_HAZY_DIR, "query_foggy", "gallery_foggy"),
+}
+
+#: Real training split per training stage (stage 1 has no real branch).
+REAL_TRAIN_SPLITS: dict[int, tuple[str, str]] = {
+    2: (REAL_CLEAR_DIR, "train_clear"),
+    3: (REAL_HAZY_DIR, "train_foggy"),
+}
+
+
+class FVRIDFormatError(ValueError):
+    """A dataset folder holds something that does not follow the FVRID conventions."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: its path, identity label and 0-based camera id."""
+
+    path: Path
+    pid: int
+    camid: int
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """A clear image and its synthetic hazy twin (same identity and camera)."""
+
+    clear_path: Path
+    hazy_path: Path
+    pid: int
+    camid: int
+
+
+Record = TypeVar("Record", ImageRecord, PairRecord)
+
+
+def _list_errors(header: str, names: Sequence[str], limit: int = 20) -> str:
+    shown = "\n".join(f"  {n}" for n in names[:limit])
+    more = f"\n  ... and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{header}\n{shown}{more}"
+
+
+def parse_name(name: str) -> tuple[int, int]:
+    """Return ``(pid, camid)`` from a file name ``<pid>_c<cam>_...``; camid is 0-based.
+
+    Raises FVRIDFormatError naming the file when the name does not follow the pattern.
+    """
+    match = NAME_PATTERN.match(name)
+    if match is None:
+        raise FVRIDFormatError(
+            f"file name {name!r} does not start with '<pid>_c<cam>' "
+            f"(pattern {NAME_PATTERN.pattern})"
+        )
+    try:
+        pid = int(match.group(1))
+    except ValueError:
+        raise FVRIDFormatError(
+            f"file name {name!r}: {match.group(1)!r} is not an integer pid"
+        ) from None
+    cam = int(match.group(2))
+    if pid < JUNK_PID:
+        raise FVRIDFormatError(
+            f"file name {name!r}: pid {pid} is negative (only -1, junk, is allowed)"
+        )
+    if cam < 1:
+        raise FVRIDFormatError(f"file name {name!r}: camera ids start at 1, got c{cam}")
+    return pid, cam - 1
+
+
+def require_folder(folder: str | Path) -> Path:
+    """Return ``folder`` as a Path, or raise FileNotFoundError naming it and the expected layout."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {folder}\n{LAYOUT_HELP}")
+    return folder
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _parse_files(files: Sequence[Path], folder: Path) -> list[tuple[Path, int, int]]:
+    """Parse every file name, collecting all bad names into one error; drop junk (pid -1)."""
+    parsed, bad = [], []
+    for path in files:
+        try:
+            pid, camid = parse_name(path.name)
+        except FVRIDFormatError as err:
+            bad.append(str(err))
+            continue
+        if pid != JUNK_PID:
+            parsed.append((path, pid, camid))
+    if bad:
+        raise FVRIDFormatError(_list_errors(f"bad image file names in {folder}:", bad))
+    return parsed
+
+
+def list_images(folder: str | Path) -> list[ImageRecord]:
+    """List the images of one split folder, sorted by file name; junk images (pid -1) skipped.
+
+    Files without an image extension (jpg/jpeg/png/bmp) and sub-folders are ignored.
+    """
+    folder = require_folder(folder)
+    records = [
+        ImageRecord(p, pid, cam) for p, pid, cam in _parse_files(_image_files(folder), folder)
+    ]
+    if not records:
+        raise FVRIDFormatError(f"no usable images in {folder}\n{LAYOUT_HELP}")
+    return records
+
+
+def list_pairs(clear_folder: str | Path, hazy_folder: str | Path) -> list[PairRecord]:
+    """Pair each clear image with the hazy image of the same file name, sorted by name.
+
+    Raises FVRIDFormatError naming every clear image without a hazy twin and every hazy image
+    without a clear one.
+    """
+    clear_folder, hazy_folder = require_folder(clear_folder), require_folder(hazy_folder)
+    clear = {p.name: p for p in _image_files(clear_folder)}
+    hazy = {p.name: p for p in _image_files(hazy_folder)}
+    no_hazy = sorted(set(clear) - set(hazy))
+    no_clear = sorted(set(hazy) - set(clear))
+    if no_hazy or no_clear:
+        parts = []
+        if no_hazy:
+            parts.append(
+                _list_errors(f"clear images without a hazy twin in {hazy_folder}:", no_hazy)
+            )
+        if no_clear:
+            parts.append(
+                _list_errors(f"hazy images without a clear twin in {clear_folder}:", no_clear)
+            )
+        raise FVRIDFormatError("\n".join(parts))
+    files = [clear[name] for name in sorted(clear)]
+    pairs = [
+        PairRecord(p, hazy[p.name], pid, cam) for p, pid, cam in _parse_files(files, clear_folder)
+    ]
+    if not pairs:
+        raise FVRIDFormatError(f"no usable image pairs in {clear_folder}\n{LAYOUT_HELP}")
+    return pairs
+
+
+def relabel(records: Sequence[Record]) -> tuple[list[Record], dict[int, int]]:
+    """Map pids to contiguous labels 0..N-1 in increasing pid order.
+
+    Returns the relabelled records (order kept) and the ``original pid -> label`` mapping.
+    """
+    mapping = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
+    return [dataclasses.replace(r, pid=mapping[r.pid]) for r in records], mapping
+
+
+def syn_train_pairs(root: str | Path) -> list[PairRecord]:
+    """Synthetic training pairs (FVRID_syn/train_clear + train_foggy), pids relabelled 0..N-1."""
+    root = Path(root)
+    pairs = list_pairs(root / SYN / "train_clear", root / SYN / "train_foggy")
+    return relabel(pairs)[0]
+
+
+def real_train_images(root: str | Path, stage: int) -> list[ImageRecord]:
+    """Real training images for stage 2 (FVRID_clear/train_clear) or 3 (FVRID_real/train_foggy).
+
+    Pids are relabelled 0..N-1; they are hidden labels, only for optional PK grouping.
+    """
+    if stage not in REAL_TRAIN_SPLITS:
+        raise ValueError(f"stage {stage} has no real training split; expected one of 2, 3")
+    top, split = REAL_TRAIN_SPLITS[stage]
+    return relabel(list_images(Path(root) / top / split))[0]
+
+
+def load_test_set(root: str | Path, name: str) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Query and gallery records of a test set: ``SYN``, ``REAL_CLEAR`` or ``REAL_FOGGY``."""
+    key = name.upper()
+    if key not in TEST_SETS:
+        raise ValueError(f"unknown test set {name!r}; expected one of {sorted(TEST_SETS)}")
+    top, query, gallery = TEST_SETS[key]
+    root = Path(root)
+    return list_images(root / top / query), list_images(root / top / gallery)
