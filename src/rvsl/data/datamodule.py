@@ -17,7 +17,7 @@ from rvsl.data.datasets import ImageDataset, RetrievalDataset, SyntheticPairData
 from rvsl.data.samplers import PKSampler
 from rvsl.data.transforms import build_eval_transform, build_train_transform
 
-STAGE_NAMES = {"syn": 1, "real_clear": 2, "real_haze": 3}
+STAGE_NAMES = {"syn": 1, "syn_haze": 1, "real_clear": 2, "real_haze": 3}
 REAL_SAMPLING = ("random", "pk")
 
 

@@ -1,0 +1,302 @@
+"""The RVSL LightningModule: one network, three stages, optimizers stepped by hand.
+
+Stage 1 (``syn_haze``) steps three optimizers per batch: encoders + trunk + generators,
+then the clear discriminator, then the hazy one. Stages 2 (``real_clear``) and 3
+(``real_haze``) step two: the main optimizer on the auxiliary synthetic loss plus the
+real-branch loss, then the discriminator of the real branch's domain. The loss recipes
+live in :mod:`rvsl.engine.recipes`; every weight comes from the config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from rvsl.engine import recipes
+from rvsl.engine.image_pool import ImagePool
+from rvsl.losses import LSGANLoss, TripletLoss, discriminator_loss
+from rvsl.metrics import RetrievalMetric
+from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, _short, load_untrusted
+from rvsl.models.discriminator import PatchDiscriminator
+from rvsl.models.pretrained import load_pretrained_backbone
+from rvsl.models.rvsl_net import RVSLNet
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+STAGE_TEST_SET = {"syn_haze": "SYN", "real_clear": "REAL_CLEAR", "real_haze": "REAL_FOGGY"}
+BRANCHES = ("clear", "hazy")
+ADVERSARIAL_PAIRING = ("consistent", "reference")
+
+
+def default_adam(params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr)
+
+
+class RVSLModule(pl.LightningModule):
+    """Trains :class:`RVSLNet` by the recipe of one RVSL stage.
+
+    Args:
+        net: the network (``num_classes`` = synthetic training identities).
+        stage: ``syn_haze`` (1), ``real_clear`` (2) or ``real_haze`` (3).
+        loss: loss-weight overrides for the stage (see ``recipes.DEFAULT_WEIGHTS``).
+        optimizer, disc_optimizer: partial optimizers (``params`` missing).
+        scheduler, disc_scheduler: partial per-epoch schedulers (``optimizer`` missing) or None.
+        pool_size: history of generated images per discriminator (CycleGAN: 50).
+        triplet_margin: batch-hard triplet margin; None for the soft-margin variant.
+        label_smoothing: for the cross entropy.
+        adversarial_pairing: ``consistent`` (the stage-2/3 adversarial term scores the image
+            its discriminator is trained on) or ``reference`` (the official pairing).
+        priors: :class:`recipes.PriorOptions` fields (quirk switches, patch sizes).
+        gradient_clip_val: clip the main optimizer's gradient norm; None = off.
+        pretrained: local ImageNet ResNet(-IBN-a) weights for the encoders and the trunk.
+        init_from: checkpoint of an earlier stage (ours or converted): its network and
+            discriminator weights initialise this run.
+        target_test_set: the test set whose hazy-branch mAP selects checkpoints.
+    """
+
+    def __init__(
+        self,
+        net: RVSLNet,
+        stage: str = "syn_haze",
+        loss: Mapping[str, float] | None = None,
+        optimizer: OptimizerFactory = default_adam,
+        disc_optimizer: OptimizerFactory = default_adam,
+        scheduler: SchedulerFactory | None = None,
+        disc_scheduler: SchedulerFactory | None = None,
+        pool_size: int = 50,
+        triplet_margin: float | None = 0.3,
+        label_smoothing: float = 0.0,
+        adversarial_pairing: str = "consistent",
+        priors: Mapping[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        pretrained: str | None = None,
+        init_from: str | None = None,
+        target_test_set: str | None = None,
+    ) -> None:
+        super().__init__()
+        # Factories stay out of the checkpoint so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            logger=False, ignore=["net", "optimizer", "disc_optimizer", "scheduler", "disc_scheduler"]
+        )
+        self.optimizer_factory, self.disc_optimizer_factory = optimizer, disc_optimizer
+        self.scheduler_factory, self.disc_scheduler_factory = scheduler, disc_scheduler
+        self.automatic_optimization = False
+        if adversarial_pairing not in ADVERSARIAL_PAIRING:
+            raise ValueError(
+                f"adversarial_pairing must be one of {ADVERSARIAL_PAIRING}, "
+                f"not {adversarial_pairing!r}"
+            )
+        self.stage = stage
+        self.weights = recipes.stage_weights(stage, loss)
+        self.prior_options = recipes.PriorOptions(**(priors or {}))
+        self.net = net
+        self.disc_clear = PatchDiscriminator()
+        self.disc_hazy = PatchDiscriminator()
+        self.pool_clear = ImagePool(pool_size)
+        self.pool_hazy = ImagePool(pool_size)
+        self.gan_loss = LSGANLoss()
+        self.triplet = TripletLoss(triplet_margin)
+        self.target_test_set = target_test_set or STAGE_TEST_SET[stage]
+        self.val_set_names: list[str] = []
+        self.val_metrics = nn.ModuleDict()
+        if pretrained:
+            load_pretrained_backbone(self.net, pretrained)
+        if init_from:
+            self.load_weights_from(init_from)
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def monitor(self) -> str:
+        """The metric that selects checkpoints: hazy-branch mAP on the stage's target set."""
+        return f"val/{self.target_test_set}/hazy/mAP"
+
+    def load_weights_from(self, path: str | os.PathLike[str]) -> None:
+        """Start from an earlier stage: copy the network (and discriminators, when present)."""
+        ckpt = load_untrusted(path)
+        state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
+        if not isinstance(state, Mapping) or not any(k.startswith("net.") for k in state):
+            raise CheckpointError(
+                f"{path}: not an rvsl checkpoint (no network weights); convert official "
+                "checkpoints first with rvsl-convert"
+            )
+        own = self.state_dict()
+        wanted = {
+            k: v for k, v in state.items()
+            if k.startswith(("net.", "disc_clear.", "disc_hazy."))
+        }
+        wrong = [f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
+                 for k, v in wanted.items() if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k.startswith("net.") and k not in wanted]
+        if wrong or missing:
+            raise CheckpointError(
+                f"{path}: does not fit this network ({self.net.backbone}, "
+                f"{self.net.num_classes} classes); wrong shapes: {_short(wrong)}; "
+                f"missing: {_short(missing)}"
+            )
+        self.load_state_dict(wanted, strict=False)
+
+    def setup(self, stage: str) -> None:
+        """Create one retrieval metric per (test set, branch) of the attached datamodule."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(datamodule, "val_set_names", []) or [])
+        if names != self.val_set_names:
+            self.val_set_names = names
+            self.val_metrics = nn.ModuleDict(
+                {f"{name}_{branch}": RetrievalMetric() for name in names for branch in BRANCHES}
+            )
+
+    def configure_optimizers(self) -> list[dict[str, Any]]:
+        main_params = [p for p in self.net.parameters() if p.requires_grad]
+        discs = {"syn_haze": [self.disc_clear, self.disc_hazy], "real_clear": [self.disc_clear],
+                 "real_haze": [self.disc_hazy]}[self.stage]
+        configs = [self._with_scheduler(self.optimizer_factory(params=main_params),
+                                        self.scheduler_factory)]
+        for disc in discs:
+            opt = self.disc_optimizer_factory(params=disc.parameters())
+            configs.append(self._with_scheduler(opt, self.disc_scheduler_factory))
+        return configs
+
+    @staticmethod
+    def _with_scheduler(opt: torch.optim.Optimizer, factory: SchedulerFactory | None) -> dict:
+        config: dict[str, Any] = {"optimizer": opt}
+        if factory is not None:
+            config["lr_scheduler"] = {"scheduler": factory(optimizer=opt), "interval": "epoch"}
+        return config
+
+    # ------------------------------------------------------------------ training
+    def _adversary(self, disc: nn.Module) -> Callable[[Tensor], Tensor]:
+        """The generator's LSGAN term against ``disc``: push its scores of fakes toward 1."""
+        return lambda fake: self.gan_loss(disc(fake), True)
+
+    def _generator_terms(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict]:
+        syn = batch["syn"]
+        w, opts = self.weights, self.prior_options
+        smoothing = self.hparams.label_smoothing
+        out = self.net(syn["clear"], syn["hazy"])
+        if self.stage == "syn_haze":
+            syn_terms = recipes.synthetic_pair(
+                out, syn["clear"], syn["hazy"], syn["pid"], w, self.triplet, smoothing,
+                self._adversary(self.disc_clear), self._adversary(self.disc_hazy),
+            )
+            return {f"syn/{k}": v for k, v in syn_terms.items()}, {"syn": out}
+        syn_terms = recipes.synthetic_pair(
+            out, syn["clear"], syn["hazy"], syn["pid"], w, self.triplet, smoothing, prefix="aux_"
+        )
+        real = batch["real"]["image"]
+        reference = self.hparams.adversarial_pairing == "reference"
+        if self.stage == "real_clear":
+            real_out = self.net.forward_real_clear(real)
+            real_terms = recipes.real_clear_cycle(
+                real_out, real, w, self._adversary(self.disc_clear),
+                "gen_hazy" if reference else "cycle_clear", opts,
+            )
+        else:
+            real_out = self.net.forward_real_hazy(real)
+            real_terms = recipes.real_hazy_cycle(
+                real_out, real, w, self._adversary(self.disc_hazy),
+                "gen_clear" if reference else "cycle_hazy", opts,
+            )
+        terms = {f"syn/{k}": v for k, v in syn_terms.items()}
+        terms |= {f"real/{k}": v for k, v in real_terms.items()}
+        return terms, {"syn": out, "real": real_out}
+
+    def _discriminator_jobs(self, batch: Mapping[str, Any], outs: Mapping[str, Any]) -> list:
+        """(name, discriminator, pool, real images, generated images) for each D step."""
+        syn = batch["syn"]
+        if self.stage == "syn_haze":
+            return [
+                ("disc_clear", self.disc_clear, self.pool_clear, syn["clear"],
+                 outs["syn"]["gen_clear"]),
+                ("disc_hazy", self.disc_hazy, self.pool_hazy, syn["hazy"],
+                 outs["syn"]["gen_hazy"]),
+            ]
+        real = batch["real"]["image"]
+        if self.stage == "real_clear":  # real x vs the cycle's reconstruction Gc'
+            return [("disc_clear", self.disc_clear, self.pool_clear, real,
+                     outs["real"]["cycle_clear"])]
+        return [("disc_hazy", self.disc_hazy, self.pool_hazy, real, outs["real"]["cycle_hazy"])]
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        opt_main, opt_discs = optimizers[0], optimizers[1:]
+
+        self.toggle_optimizer(opt_main)
+        terms, outs = self._generator_terms(batch)
+        loss = recipes.total(terms)
+        opt_main.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(opt_main, self.hparams.gradient_clip_val, "norm")
+        opt_main.step()
+        self.untoggle_optimizer(opt_main)
+
+        logs = {f"train/{k}": v.detach() for k, v in terms.items()}
+        logs["train/loss"] = loss.detach()
+        logs["train/syn/acc"] = self._accuracy(outs["syn"], batch["syn"]["pid"])
+        for (name, disc, pool, real, fake), opt in zip(
+            self._discriminator_jobs(batch, outs), opt_discs, strict=True
+        ):
+            self.toggle_optimizer(opt)
+            d_loss = discriminator_loss(disc(real), disc(pool.query(fake)), self.gan_loss)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt.step()
+            self.untoggle_optimizer(opt)
+            logs[f"train/{name}/loss"] = d_loss.detach()
+        batch_size = batch["syn"]["pid"].shape[0]
+        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, batch_size=batch_size)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
+
+    @staticmethod
+    def _accuracy(out: Mapping[str, Tensor], pids: Tensor) -> Tensor:
+        hits = [(out[f"logits_{b}"].argmax(1) == pids).float().mean() for b in BRANCHES]
+        return torch.stack(hits).mean()
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        if not isinstance(schedulers, list):
+            schedulers = [schedulers]
+        for scheduler in schedulers:
+            scheduler.step()
+
+    def on_train_epoch_start(self) -> None:
+        names = ["main"] + [job for job in
+                            {"syn_haze": ["disc_clear", "disc_hazy"],
+                             "real_clear": ["disc_clear"], "real_haze": ["disc_hazy"]}[self.stage]]
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for name, opt in zip(names, optimizers, strict=True):
+            self.log(f"lr/{name}", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        name = self.val_set_names[dataloader_idx]
+        feats = self.net.embed(batch["image"])
+        for branch in BRANCHES:
+            self.val_metrics[f"{name}_{branch}"].update(
+                feats[f"feat_{branch}"].float(), batch["pid"], batch["camid"], batch["is_query"],
+                batch["index"],
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        for name in self.val_set_names:
+            for branch in BRANCHES:
+                metric = self.val_metrics[f"{name}_{branch}"]
+                results = metric.compute()
+                for key, value in results.items():
+                    self.log(f"val/{name}/{branch}/{key}", value, sync_dist=False,
+                             add_dataloader_idx=False)
+                metric.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make the Lightning checkpoint self-describing, like ``rvsl-convert`` output."""
+        checkpoint["rvsl"] = {"format": FORMAT_VERSION, "net": self.net.config(),
+                              "stage": self.stage}

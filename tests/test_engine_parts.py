@@ -1,0 +1,145 @@
+"""The training engine's small parts: image history pool, LR schedules, loss recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rvsl.engine import recipes
+from rvsl.engine.image_pool import ImagePool
+from rvsl.engine.schedules import linear_decay, warmup_multistep
+from rvsl.losses import TripletLoss
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_the_pool_returns_new_images_unchanged_while_it_fills():
+    pool = ImagePool(size=5)
+    images = torch.rand(3, 3, 4, 4)
+    torch.testing.assert_close(pool.query(images), images)
+    assert pool.count == 3
+
+
+def test_a_full_pool_swaps_about_half_of_the_images_for_stored_ones():
+    torch.manual_seed(0)
+    pool = ImagePool(size=50)
+    pool.query(torch.zeros(50, 1, 2, 2))
+    out = pool.query(torch.ones(400, 1, 2, 2))
+    from_history = (out.flatten(1).sum(1) == 0).float().mean().item()
+    assert 0.3 < from_history < 0.6  # stored zeros come back; later picks may return new ones
+    assert pool.images.sum() > 0  # new images entered the history
+
+
+def test_a_zero_size_pool_passes_images_through():
+    images = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(ImagePool(size=0).query(images), images)
+
+
+def test_the_pool_history_survives_a_state_dict_round_trip():
+    pool = ImagePool(size=4)
+    pool.query(torch.rand(3, 3, 2, 2))
+    restored = ImagePool(size=4)
+    restored.load_state_dict(pool.state_dict())
+    assert restored.count == 3
+    torch.testing.assert_close(restored.images[:3], pool.images[:3])
+
+
+def _lrs(scheduler, optimizer, epochs):
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    return lrs
+
+
+def test_the_main_schedule_warms_up_linearly_then_decays_by_gamma_at_milestones():
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lrs = _lrs(warmup_multistep(opt, warmup_epochs=4, warmup_factor=0.01, milestones=(6, 8),
+                                gamma=0.5), opt, 10)
+    assert lrs[0] == pytest.approx(0.01)
+    assert lrs[2] == pytest.approx(0.01 + (1 - 0.01) * 2 / 4)
+    assert lrs[4:6] == pytest.approx([1.0, 1.0])
+    assert lrs[6:8] == pytest.approx([0.5, 0.5])
+    assert lrs[8:10] == pytest.approx([0.25, 0.25])
+
+
+def test_the_discriminator_schedule_is_constant_then_falls_linearly_to_zero():
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=2.0)
+    lrs = _lrs(linear_decay(opt, decay_start=3, max_epochs=7), opt, 8)
+    assert lrs[:4] == pytest.approx([2.0, 2.0, 2.0, 2.0])
+    assert lrs[4:] == pytest.approx([1.5, 1.0, 0.5, 0.0])
+
+
+def test_schedules_resume_from_their_state_dict():
+    def build():
+        opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+        return opt, warmup_multistep(opt, warmup_epochs=3, milestones=(5,), gamma=0.1)
+
+    opt, sched = build()
+    _lrs(sched, opt, 4)
+    state = sched.state_dict()
+    opt2, sched2 = build()
+    sched2.load_state_dict(state)
+    opt2.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
+    assert _lrs(sched2, opt2, 3) == pytest.approx(_lrs(sched, opt, 3))
+
+
+@pytest.mark.parametrize("stage", recipes.STAGES)
+def test_the_stage_configs_carry_the_papers_weights(stage):
+    config = yaml.safe_load((CONF / "stage" / f"{stage}.yaml").read_text())
+    assert config["stage"] == stage
+    assert config["loss"] == recipes.DEFAULT_WEIGHTS[stage]
+
+
+def test_a_mistyped_loss_weight_is_rejected_with_the_valid_names():
+    with pytest.raises(ValueError, match=r"\['eaa'\] do not exist in stage 'real_haze'.*dcp"):
+        recipes.stage_weights("real_haze", {"eaa": 1.0})
+
+
+def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
+    torch.manual_seed(0)
+    b, d = 4, 8
+    pids = torch.tensor([0, 0, 1, 1])
+    clear, hazy = torch.rand(b, 3, 8, 8), torch.rand(b, 3, 8, 8)
+    out = {
+        "global_clear": torch.randn(b, d), "global_hazy": torch.randn(b, d),
+        "logits_clear": torch.randn(b, 2), "logits_hazy": torch.randn(b, 2),
+        "gen_clear": torch.rand(b, 3, 8, 8), "gen_hazy": torch.rand(b, 3, 8, 8),
+    }
+    w = recipes.stage_weights("syn_haze")
+    triplet = TripletLoss(0.3)
+    terms = recipes.synthetic_pair(out, clear, hazy, pids, w, triplet, 0.0,
+                                   lambda g: g.mean() * 0 + 2.0, lambda g: g.mean() * 0 + 4.0)
+    f = torch.nn.functional
+    expected = (
+        f.cross_entropy(out["logits_clear"], pids) + triplet(out["global_clear"], pids)
+        + f.cross_entropy(out["logits_hazy"], pids) + triplet(out["global_hazy"], pids)
+        + 0.5 * (f.smooth_l1_loss(out["gen_clear"], clear) + f.smooth_l1_loss(out["gen_hazy"], hazy))
+        + 0.5 * f.l1_loss(out["global_clear"], out["global_hazy"])
+        + 0.5 * (2.0 + 4.0) / 2
+    )
+    torch.testing.assert_close(recipes.total(terms), expected)
+
+
+def test_the_stage3_priors_can_follow_the_reference_quirks():
+    torch.manual_seed(0)
+    z = torch.rand(3, 3, 16, 16)
+    out = {"global_clear": torch.randn(3, 4), "global_hazy": torch.randn(3, 4),
+           "gen_clear": torch.rand(3, 3, 16, 16) * 2 - 1, "cycle_hazy": torch.rand(3, 3, 16, 16)}
+    w = recipes.stage_weights("real_haze")
+    zero = lambda g: g.sum() * 0  # noqa: E731
+    sensible = recipes.real_hazy_cycle(out, z, w, zero, "cycle_hazy", recipes.PriorOptions())
+    quirky = recipes.real_hazy_cycle(
+        out, z, w, zero, "gen_clear",
+        recipes.PriorOptions(dark_channel_target="one", first_image_only=True,
+                             remap_from_minus_one=True),
+    )
+    from rvsl.losses import dark_channel_loss
+
+    torch.testing.assert_close(sensible["dcp"], 0.01 * 0.5 * dark_channel_loss(out["gen_clear"]))
+    remapped = (out["gen_clear"][:1] + 1) / 2
+    torch.testing.assert_close(quirky["dcp"], 0.01 * 0.5 * dark_channel_loss(remapped, "one"))
+    assert sensible["p2p"] == quirky["p2p"]
