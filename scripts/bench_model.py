@@ -29,10 +29,14 @@ def stage1_step(net, disc_clear, disc_hazy, clear, hazy, pids):
     loss = (
         F.cross_entropy(out["logits_clear"], pids)
         + F.cross_entropy(out["logits_hazy"], pids)
-        + 0.5 * (F.smooth_l1_loss(out["gen_clear"], clear) + F.smooth_l1_loss(out["gen_hazy"], hazy))
+        + 0.5
+        * (F.smooth_l1_loss(out["gen_clear"], clear) + F.smooth_l1_loss(out["gen_hazy"], hazy))
         + 0.5 * F.l1_loss(out["global_clear"], out["global_hazy"])
-        + 0.25 * (disc_clear(out["gen_clear"]).square().mean()
-                  + disc_hazy(out["gen_hazy"]).square().mean())
+        + 0.25
+        * (
+            disc_clear(out["gen_clear"]).square().mean()
+            + disc_hazy(out["gen_hazy"]).square().mean()
+        )
     )
     loss.backward()
 
@@ -100,8 +104,10 @@ def main() -> None:
         for channels_last in (False, True):
             row = bench(name, backbone, size, batch, channels_last, args.iters, device)
             rows.append(row)
-            print(f"{name:30} {batch:>5} {row['memory_format']:>14} "
-                  f"{row['eval_images_per_s']:>11.1f} {row['stage1_train_images_per_s']:>13.1f}")
+            print(
+                f"{name:30} {batch:>5} {row['memory_format']:>14} "
+                f"{row['eval_images_per_s']:>11.1f} {row['stage1_train_images_per_s']:>13.1f}"
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": str(device), "rows": rows}, handle, indent=2)

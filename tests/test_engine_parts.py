@@ -57,8 +57,11 @@ def _lrs(scheduler, optimizer, epochs):
 
 def test_the_main_schedule_warms_up_linearly_then_decays_by_gamma_at_milestones():
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
-    lrs = _lrs(warmup_multistep(opt, warmup_epochs=4, warmup_factor=0.01, milestones=(6, 8),
-                                gamma=0.5), opt, 10)
+    lrs = _lrs(
+        warmup_multistep(opt, warmup_epochs=4, warmup_factor=0.01, milestones=(6, 8), gamma=0.5),
+        opt,
+        10,
+    )
     assert lrs[0] == pytest.approx(0.01)
     assert lrs[2] == pytest.approx(0.01 + (1 - 0.01) * 2 / 4)
     assert lrs[4:6] == pytest.approx([1.0, 1.0])
@@ -105,19 +108,34 @@ def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
     pids = torch.tensor([0, 0, 1, 1])
     clear, hazy = torch.rand(b, 3, 8, 8), torch.rand(b, 3, 8, 8)
     out = {
-        "global_clear": torch.randn(b, d), "global_hazy": torch.randn(b, d),
-        "logits_clear": torch.randn(b, 2), "logits_hazy": torch.randn(b, 2),
-        "gen_clear": torch.rand(b, 3, 8, 8), "gen_hazy": torch.rand(b, 3, 8, 8),
+        "global_clear": torch.randn(b, d),
+        "global_hazy": torch.randn(b, d),
+        "logits_clear": torch.randn(b, 2),
+        "logits_hazy": torch.randn(b, 2),
+        "gen_clear": torch.rand(b, 3, 8, 8),
+        "gen_hazy": torch.rand(b, 3, 8, 8),
     }
     w = recipes.stage_weights("syn_haze")
     triplet = TripletLoss(0.3)
-    terms = recipes.synthetic_pair(out, clear, hazy, pids, w, triplet, 0.0,
-                                   lambda g: g.mean() * 0 + 2.0, lambda g: g.mean() * 0 + 4.0)
+    terms = recipes.synthetic_pair(
+        out,
+        clear,
+        hazy,
+        pids,
+        w,
+        triplet,
+        0.0,
+        lambda g: g.mean() * 0 + 2.0,
+        lambda g: g.mean() * 0 + 4.0,
+    )
     f = torch.nn.functional
     expected = (
-        f.cross_entropy(out["logits_clear"], pids) + triplet(out["global_clear"], pids)
-        + f.cross_entropy(out["logits_hazy"], pids) + triplet(out["global_hazy"], pids)
-        + 0.5 * (f.smooth_l1_loss(out["gen_clear"], clear) + f.smooth_l1_loss(out["gen_hazy"], hazy))
+        f.cross_entropy(out["logits_clear"], pids)
+        + triplet(out["global_clear"], pids)
+        + f.cross_entropy(out["logits_hazy"], pids)
+        + triplet(out["global_hazy"], pids)
+        + 0.5
+        * (f.smooth_l1_loss(out["gen_clear"], clear) + f.smooth_l1_loss(out["gen_hazy"], hazy))
         + 0.5 * f.l1_loss(out["global_clear"], out["global_hazy"])
         + 0.5 * (2.0 + 4.0) / 2
     )
@@ -127,15 +145,24 @@ def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
 def test_the_stage3_priors_can_follow_the_reference_quirks():
     torch.manual_seed(0)
     z = torch.rand(3, 3, 16, 16)
-    out = {"global_clear": torch.randn(3, 4), "global_hazy": torch.randn(3, 4),
-           "gen_clear": torch.rand(3, 3, 16, 16) * 2 - 1, "cycle_hazy": torch.rand(3, 3, 16, 16)}
+    out = {
+        "global_clear": torch.randn(3, 4),
+        "global_hazy": torch.randn(3, 4),
+        "gen_clear": torch.rand(3, 3, 16, 16) * 2 - 1,
+        "cycle_hazy": torch.rand(3, 3, 16, 16),
+    }
     w = recipes.stage_weights("real_haze")
     zero = lambda g: g.sum() * 0  # noqa: E731
     sensible = recipes.real_hazy_cycle(out, z, w, zero, "cycle_hazy", recipes.PriorOptions())
     quirky = recipes.real_hazy_cycle(
-        out, z, w, zero, "gen_clear",
-        recipes.PriorOptions(dark_channel_target="one", first_image_only=True,
-                             remap_from_minus_one=True),
+        out,
+        z,
+        w,
+        zero,
+        "gen_clear",
+        recipes.PriorOptions(
+            dark_channel_target="one", first_image_only=True, remap_from_minus_one=True
+        ),
     )
     from rvsl.losses import dark_channel_loss
 

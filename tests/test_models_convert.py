@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from official_fill import official_filled_state_dict
 
+from official_fill import official_filled_state_dict
 from rvsl.cli.convert import main as convert_main
 from rvsl.models import CheckpointError, load_net, load_official
 from rvsl.models.checkpoint import load_untrusted
@@ -27,8 +27,10 @@ def parity_inputs(reference_dir):
 
 def stage2_style(state):
     """Stages 2/3 name the classifier ``syn_classifier``; DataParallel adds ``module.``."""
-    renamed = {k.replace("classifier.", "syn_classifier.", 1) if k.startswith("classifier.")
-               else k: v for k, v in state.items()}
+    renamed = {
+        k.replace("classifier.", "syn_classifier.", 1) if k.startswith("classifier.") else k: v
+        for k, v in state.items()
+    }
     return {f"module.{k}": v for k, v in renamed.items()}
 
 
@@ -55,13 +57,17 @@ def test_converted_checkpoints_load_safely_with_weights_only(tmp_path, official_
     torch.save(official_state, src)
     convert_main([str(src), str(dst)])
     ckpt = torch.load(dst, weights_only=True)
-    assert ckpt["rvsl"]["net"] == {"backbone": "resnet50_ibn_a", "num_classes": 10,
-                                   "generator_width": 64}
+    assert ckpt["rvsl"]["net"] == {
+        "backbone": "resnet50_ibn_a",
+        "num_classes": 10,
+        "generator_width": 64,
+    }
     assert all(k.startswith("net.") for k in ckpt["state_dict"])
 
 
-def test_convert_refuses_to_overwrite_an_existing_output_unless_forced(tmp_path, official_state,
-                                                                      capsys):
+def test_convert_refuses_to_overwrite_an_existing_output_unless_forced(
+    tmp_path, official_state, capsys
+):
     src, dst = tmp_path / "official.pth", tmp_path / "converted.ckpt"
     torch.save(official_state, src)
     dst.write_text("precious")

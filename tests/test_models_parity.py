@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 import torch
-from official_fill import official_filled_state_dict, official_keys
 
+from official_fill import official_filled_state_dict, official_keys
 from rvsl.models import load_official
 
 IMAGE_TOLERANCE = {"atol": 1e-4, "rtol": 0.0}
@@ -73,8 +73,14 @@ def test_encoder_maps_and_generated_images_match_the_official_model(outputs, fix
 
 @pytest.mark.parametrize(
     "name",
-    ["Dreid_r2_clear", "Dreid_r3_clear", "Dreid_r4_clear", "GlobalFeat_clear", "Feat_clear",
-     "Feat_foggy"],
+    [
+        "Dreid_r2_clear",
+        "Dreid_r3_clear",
+        "Dreid_r4_clear",
+        "GlobalFeat_clear",
+        "Feat_clear",
+        "Feat_foggy",
+    ],
 )
 def test_trunk_maps_and_features_match_the_official_model(outputs, fixture_arrays, name):
     np.testing.assert_allclose(outputs[name].numpy(), fixture_arrays[name], **TRUNK_TOLERANCE)

@@ -33,8 +33,9 @@ def test_an_ibn_net_release_checkpoint_initialises_both_encoders_and_the_trunk(t
         torch.testing.assert_close(net.trunk.state_dict()[k], v)
 
 
-@pytest.mark.parametrize(("backbone", "factory"), [("resnet18_ibn_a", resnet18),
-                                                   ("resnet50_ibn_a", resnet50)])
+@pytest.mark.parametrize(
+    ("backbone", "factory"), [("resnet18_ibn_a", resnet18), ("resnet50_ibn_a", resnet50)]
+)
 def test_a_torchvision_resnet_splits_its_first_batchnorms_into_the_ibn_halves(
     tmp_path, backbone, factory
 ):
@@ -59,8 +60,9 @@ def test_a_torchvision_resnet_splits_its_first_batchnorms_into_the_ibn_halves(
     torch.testing.assert_close(ibn.BN.running_mean, tv["layer1.0.bn1.running_mean"][half:])
     torch.testing.assert_close(net.trunk.layer3[1].bn1.IN.bias, tv["layer3.1.bn1.bias"][:128])
     torch.testing.assert_close(net.trunk.layer4[0].bn1.weight, tv["layer4.0.bn1.weight"])
-    torch.testing.assert_close(net.trunk.layer4[0].downsample[0].weight,
-                               tv["layer4.0.downsample.0.weight"])
+    torch.testing.assert_close(
+        net.trunk.layer4[0].downsample[0].weight, tv["layer4.0.downsample.0.weight"]
+    )
 
 
 def test_missing_pretrained_keys_are_listed_by_name(tmp_path):

@@ -55,8 +55,14 @@ def test_the_real_clear_cycle_translates_to_hazy_and_back():
     net = RVSLNet("resnet18_ibn_a", num_classes=3).eval()
     with torch.no_grad():
         out = net.forward_real_clear(torch.rand(2, 3, 64, 32))
-    assert set(out) == {"global_clear", "global_hazy", "feat_clear", "feat_hazy", "gen_hazy",
-                        "cycle_clear"}
+    assert set(out) == {
+        "global_clear",
+        "global_hazy",
+        "feat_clear",
+        "feat_hazy",
+        "gen_hazy",
+        "cycle_clear",
+    }
     assert out["gen_hazy"].shape == out["cycle_clear"].shape == (2, 3, 64, 32)
 
 
@@ -64,8 +70,14 @@ def test_the_real_hazy_cycle_translates_to_clear_and_back():
     net = RVSLNet("resnet18_ibn_a", num_classes=3).eval()
     with torch.no_grad():
         out = net.forward_real_hazy(torch.rand(2, 3, 64, 32))
-    assert set(out) == {"global_clear", "global_hazy", "feat_clear", "feat_hazy", "gen_clear",
-                        "cycle_hazy"}
+    assert set(out) == {
+        "global_clear",
+        "global_hazy",
+        "feat_clear",
+        "feat_hazy",
+        "gen_clear",
+        "cycle_hazy",
+    }
     assert out["gen_clear"].shape == out["cycle_hazy"].shape == (2, 3, 64, 32)
 
 

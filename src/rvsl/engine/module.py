@@ -81,7 +81,8 @@ class RVSLModule(pl.LightningModule):
         super().__init__()
         # Factories stay out of the checkpoint so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(
-            logger=False, ignore=["net", "optimizer", "disc_optimizer", "scheduler", "disc_scheduler"]
+            logger=False,
+            ignore=["net", "optimizer", "disc_optimizer", "scheduler", "disc_scheduler"],
         )
         self.optimizer_factory, self.disc_optimizer_factory = optimizer, disc_optimizer
         self.scheduler_factory, self.disc_scheduler_factory = scheduler, disc_scheduler
@@ -126,11 +127,13 @@ class RVSLModule(pl.LightningModule):
             )
         own = self.state_dict()
         wanted = {
-            k: v for k, v in state.items()
-            if k.startswith(("net.", "disc_clear.", "disc_hazy."))
+            k: v for k, v in state.items() if k.startswith(("net.", "disc_clear.", "disc_hazy."))
         }
-        wrong = [f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
-                 for k, v in wanted.items() if k in own and own[k].shape != v.shape]
+        wrong = [
+            f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
+            for k, v in wanted.items()
+            if k in own and own[k].shape != v.shape
+        ]
         missing = [k for k in own if k.startswith("net.") and k not in wanted]
         if wrong or missing:
             raise CheckpointError(
@@ -152,10 +155,14 @@ class RVSLModule(pl.LightningModule):
 
     def configure_optimizers(self) -> list[dict[str, Any]]:
         main_params = [p for p in self.net.parameters() if p.requires_grad]
-        discs = {"syn_haze": [self.disc_clear, self.disc_hazy], "real_clear": [self.disc_clear],
-                 "real_haze": [self.disc_hazy]}[self.stage]
-        configs = [self._with_scheduler(self.optimizer_factory(params=main_params),
-                                        self.scheduler_factory)]
+        discs = {
+            "syn_haze": [self.disc_clear, self.disc_hazy],
+            "real_clear": [self.disc_clear],
+            "real_haze": [self.disc_hazy],
+        }[self.stage]
+        configs = [
+            self._with_scheduler(self.optimizer_factory(params=main_params), self.scheduler_factory)
+        ]
         for disc in discs:
             opt = self.disc_optimizer_factory(params=disc.parameters())
             configs.append(self._with_scheduler(opt, self.disc_scheduler_factory))
@@ -180,8 +187,15 @@ class RVSLModule(pl.LightningModule):
         out = self.net(syn["clear"], syn["hazy"])
         if self.stage == "syn_haze":
             syn_terms = recipes.synthetic_pair(
-                out, syn["clear"], syn["hazy"], syn["pid"], w, self.triplet, smoothing,
-                self._adversary(self.disc_clear), self._adversary(self.disc_hazy),
+                out,
+                syn["clear"],
+                syn["hazy"],
+                syn["pid"],
+                w,
+                self.triplet,
+                smoothing,
+                self._adversary(self.disc_clear),
+                self._adversary(self.disc_hazy),
             )
             return {f"syn/{k}": v for k, v in syn_terms.items()}, {"syn": out}
         syn_terms = recipes.synthetic_pair(
@@ -192,14 +206,22 @@ class RVSLModule(pl.LightningModule):
         if self.stage == "real_clear":
             real_out = self.net.forward_real_clear(real)
             real_terms = recipes.real_clear_cycle(
-                real_out, real, w, self._adversary(self.disc_clear),
-                "gen_hazy" if reference else "cycle_clear", opts,
+                real_out,
+                real,
+                w,
+                self._adversary(self.disc_clear),
+                "gen_hazy" if reference else "cycle_clear",
+                opts,
             )
         else:
             real_out = self.net.forward_real_hazy(real)
             real_terms = recipes.real_hazy_cycle(
-                real_out, real, w, self._adversary(self.disc_hazy),
-                "gen_clear" if reference else "cycle_hazy", opts,
+                real_out,
+                real,
+                w,
+                self._adversary(self.disc_hazy),
+                "gen_clear" if reference else "cycle_hazy",
+                opts,
             )
         terms = {f"syn/{k}": v for k, v in syn_terms.items()}
         terms |= {f"real/{k}": v for k, v in real_terms.items()}
@@ -210,15 +232,20 @@ class RVSLModule(pl.LightningModule):
         syn = batch["syn"]
         if self.stage == "syn_haze":
             return [
-                ("disc_clear", self.disc_clear, self.pool_clear, syn["clear"],
-                 outs["syn"]["gen_clear"]),
-                ("disc_hazy", self.disc_hazy, self.pool_hazy, syn["hazy"],
-                 outs["syn"]["gen_hazy"]),
+                (
+                    "disc_clear",
+                    self.disc_clear,
+                    self.pool_clear,
+                    syn["clear"],
+                    outs["syn"]["gen_clear"],
+                ),
+                ("disc_hazy", self.disc_hazy, self.pool_hazy, syn["hazy"], outs["syn"]["gen_hazy"]),
             ]
         real = batch["real"]["image"]
         if self.stage == "real_clear":  # real x vs the cycle's reconstruction Gc'
-            return [("disc_clear", self.disc_clear, self.pool_clear, real,
-                     outs["real"]["cycle_clear"])]
+            return [
+                ("disc_clear", self.disc_clear, self.pool_clear, real, outs["real"]["cycle_clear"])
+            ]
         return [("disc_hazy", self.disc_hazy, self.pool_hazy, real, outs["real"]["cycle_hazy"])]
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -267,22 +294,31 @@ class RVSLModule(pl.LightningModule):
             scheduler.step()
 
     def on_train_epoch_start(self) -> None:
-        names = ["main"] + [job for job in
-                            {"syn_haze": ["disc_clear", "disc_hazy"],
-                             "real_clear": ["disc_clear"], "real_haze": ["disc_hazy"]}[self.stage]]
+        names = ["main"] + [
+            job
+            for job in {
+                "syn_haze": ["disc_clear", "disc_hazy"],
+                "real_clear": ["disc_clear"],
+                "real_haze": ["disc_hazy"],
+            }[self.stage]
+        ]
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for name, opt in zip(names, optimizers, strict=True):
             self.log(f"lr/{name}", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int,
-                        dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         name = self.val_set_names[dataloader_idx]
         feats = self.net.embed(batch["image"])
         for branch in BRANCHES:
             self.val_metrics[f"{name}_{branch}"].update(
-                feats[f"feat_{branch}"].float(), batch["pid"], batch["camid"], batch["is_query"],
+                feats[f"feat_{branch}"].float(),
+                batch["pid"],
+                batch["camid"],
+                batch["is_query"],
                 batch["index"],
             )
 
@@ -292,11 +328,18 @@ class RVSLModule(pl.LightningModule):
                 metric = self.val_metrics[f"{name}_{branch}"]
                 results = metric.compute()
                 for key, value in results.items():
-                    self.log(f"val/{name}/{branch}/{key}", value, sync_dist=False,
-                             add_dataloader_idx=False)
+                    self.log(
+                        f"val/{name}/{branch}/{key}",
+                        value,
+                        sync_dist=False,
+                        add_dataloader_idx=False,
+                    )
                 metric.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the Lightning checkpoint self-describing, like ``rvsl-convert`` output."""
-        checkpoint["rvsl"] = {"format": FORMAT_VERSION, "net": self.net.config(),
-                              "stage": self.stage}
+        checkpoint["rvsl"] = {
+            "format": FORMAT_VERSION,
+            "net": self.net.config(),
+            "stage": self.stage,
+        }

@@ -30,10 +30,29 @@ Adversary = Callable[[Tensor], Tensor]  # generated images -> generator's LSGAN 
 # synthetic branch that stages 2-3 keep as an auxiliary task.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "syn_haze": {"reid": 1.0, "p2p": 0.5, "ea": 0.5, "adv": 0.5},
-    "real_clear": {"aux_reid": 10.0, "aux_ea": 1.0, "aux_p2p": 100.0, "ea": 1.0, "prior": 0.01,
-                   "midc": 1.0, "cr": 1.0, "p2p": 100.0, "adv": 0.5},
-    "real_haze": {"aux_reid": 10.0, "aux_ea": 1.0, "aux_p2p": 100.0, "ea": 1.0, "prior": 0.01,
-                  "dcp": 0.5, "tv": 2.0, "cr": 0.05, "p2p": 100.0, "adv": 0.5},
+    "real_clear": {
+        "aux_reid": 10.0,
+        "aux_ea": 1.0,
+        "aux_p2p": 100.0,
+        "ea": 1.0,
+        "prior": 0.01,
+        "midc": 1.0,
+        "cr": 1.0,
+        "p2p": 100.0,
+        "adv": 0.5,
+    },
+    "real_haze": {
+        "aux_reid": 10.0,
+        "aux_ea": 1.0,
+        "aux_p2p": 100.0,
+        "ea": 1.0,
+        "prior": 0.01,
+        "dcp": 0.5,
+        "tv": 2.0,
+        "cr": 0.05,
+        "p2p": 100.0,
+        "adv": 0.5,
+    },
 }
 STAGES = tuple(DEFAULT_WEIGHTS)
 
@@ -65,9 +84,15 @@ class PriorOptions:
 
 
 def synthetic_pair(
-    out: Mapping[str, Tensor], clear: Tensor, hazy: Tensor, pids: Tensor, w: Mapping[str, float],
-    triplet: Callable[[Tensor, Tensor], Tensor], label_smoothing: float,
-    adversary_clear: Adversary | None = None, adversary_hazy: Adversary | None = None,
+    out: Mapping[str, Tensor],
+    clear: Tensor,
+    hazy: Tensor,
+    pids: Tensor,
+    w: Mapping[str, float],
+    triplet: Callable[[Tensor, Tensor], Tensor],
+    label_smoothing: float,
+    adversary_clear: Adversary | None = None,
+    adversary_hazy: Adversary | None = None,
     prefix: str = "",
 ) -> Terms:
     """Labelled synthetic pair (J clear, I hazy): ReID on both branches, P2P on both
@@ -100,8 +125,12 @@ def _prior_inputs(opts: PriorOptions, *images: Tensor) -> list[Tensor]:
 
 
 def real_clear_cycle(
-    out: Mapping[str, Tensor], clear: Tensor, w: Mapping[str, float], adversary: Adversary,
-    adversarial_image: str, opts: PriorOptions,
+    out: Mapping[str, Tensor],
+    clear: Tensor,
+    w: Mapping[str, float],
+    adversary: Adversary,
+    adversarial_image: str,
+    opts: PriorOptions,
 ) -> Terms:
     """Stage 2, unlabelled real clear x: ``Gf = Df(Ec(x))``, ``Gc' = Dc(Ef(Gf))``.
 
@@ -120,8 +149,12 @@ def real_clear_cycle(
 
 
 def real_hazy_cycle(
-    out: Mapping[str, Tensor], hazy: Tensor, w: Mapping[str, float], adversary: Adversary,
-    adversarial_image: str, opts: PriorOptions,
+    out: Mapping[str, Tensor],
+    hazy: Tensor,
+    w: Mapping[str, float],
+    adversary: Adversary,
+    adversarial_image: str,
+    opts: PriorOptions,
 ) -> Terms:
     """Stage 3, unlabelled real hazy z: ``Gc = Dc(Ef(z))``, ``Gf' = Df(Ec(Gc))``.
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of RVSL, composed from ``torch.optim.lr_scheduler`` and stepped per epoch."""
+"""RVSL learning-rate schedules from ``torch.optim.lr_scheduler`` classes, stepped per epoch."""
 
 from __future__ import annotations
 
@@ -33,14 +33,18 @@ def warmup_multistep(
     return ChainedScheduler(schedules, optimizer=optimizer)
 
 
-def linear_decay(optimizer: Optimizer, decay_start: int = 100, max_epochs: int = 200) -> LRScheduler:
+def linear_decay(
+    optimizer: Optimizer, decay_start: int = 100, max_epochs: int = 200
+) -> LRScheduler:
     """Constant LR until ``decay_start``, then linear decay to 0 at ``max_epochs`` (CycleGAN)."""
     decay_epochs = max(max_epochs - decay_start, 1)
     if decay_start <= 0:
         return LinearLR(optimizer, 1.0, 0.0, total_iters=decay_epochs)
     return SequentialLR(
         optimizer,
-        [ConstantLR(optimizer, 1.0, total_iters=decay_start),
-         LinearLR(optimizer, 1.0, 0.0, total_iters=decay_epochs)],
+        [
+            ConstantLR(optimizer, 1.0, total_iters=decay_start),
+            LinearLR(optimizer, 1.0, 0.0, total_iters=decay_epochs),
+        ],
         milestones=[decay_start],
     )

@@ -17,15 +17,20 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     """Objects of a callbacks/logger group: every entry with a ``_target_``."""
     if not cfg:
         return []
-    return [hydra.utils.instantiate(entry) for entry in cfg.values()
-            if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [
+        hydra.utils.instantiate(entry)
+        for entry in cfg.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``last`` means this run folder's ``checkpoints/last.ckpt``; a missing file is an error."""
     if ckpt_path is None:
         return None
-    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    path = (
+        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    )
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
     return str(path)
@@ -39,17 +44,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.model.net.num_classes = datamodule.num_classes
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
+        cfg.trainer,
+        callbacks=instantiate_group(cfg.get("callbacks")),
         logger=instantiate_group(cfg.get("logger")) or False,
     )
+    run_config = {
+        k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(run_config)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
-        log.info("best checkpoint: %s (%s = %s)", checkpoint.best_model_path,
-                 checkpoint.monitor, checkpoint.best_model_score)
+        log.info(
+            "best checkpoint: %s (%s = %s)",
+            checkpoint.best_model_path,
+            checkpoint.monitor,
+            checkpoint.best_model_score,
+        )
         metrics["best_model_score"] = float(checkpoint.best_model_score)
     return metrics

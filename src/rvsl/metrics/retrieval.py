@@ -44,7 +44,11 @@ class RetrievalMetric(Metric):
         self.add_state("indices", default=[], dist_reduce_fx="cat")
 
     def update(
-        self, features: Tensor, pids: Tensor, camids: Tensor, is_query: Tensor,
+        self,
+        features: Tensor,
+        pids: Tensor,
+        camids: Tensor,
+        is_query: Tensor,
         indices: Tensor | None = None,
     ) -> None:
         """Add N images: ``features`` (N, D), ``pids`` (N,), ``camids`` (N,), ``is_query`` (N,),
@@ -80,7 +84,10 @@ class RetrievalMetric(Metric):
                 raise ValueError("pass indices with every update() or with none")
             keep = _first_occurrences(indices)
             features, pids, camids, is_query = (
-                features[keep], pids[keep], camids[keep], is_query[keep]
+                features[keep],
+                pids[keep],
+                camids[keep],
+                is_query[keep],
             )
         num_query = int(is_query.sum())
         if num_query == 0 or num_query == len(is_query):

@@ -1,4 +1,4 @@
-"""The two halves of a ResNet-IBN-a as RVSL splits it: encoder (stem + layer1) and ReID trunk (layer2-4)."""
+"""A ResNet-IBN-a split as RVSL uses it: encoder (stem + layer1), ReID trunk (layer2-4)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from rvsl.models.resnet_ibn import BackboneSpec, init_resnet_, make_layer
 
 
 class EncoderOutput(NamedTuple):
-    """What an encoder hands on: the common feature (layer1, 1/4 size) and the stem skip (1/2 size)."""
+    """An encoder's output: the common feature (layer1, 1/4 size), the stem skip (1/2 size)."""
 
     feature: torch.Tensor
     skip: torch.Tensor
 
 
 class Encoder(nn.Module):
-    """Stem (conv7x7/2, BN, ReLU, maxpool) + layer1 of a ResNet-IBN-a; ``Ec`` and ``Ef`` in the paper.
+    """Stem (conv7x7/2, BN, ReLU, maxpool) + layer1 of a ResNet-IBN-a: ``Ec`` and ``Ef``.
 
     Returns the layer1 map (input to the ReID trunk and the generators) and the
     post-ReLU stem map before max-pooling, the generators' skip connection.

@@ -48,7 +48,7 @@ def load_untrusted(path: str | os.PathLike[str]) -> Any:
 
 
 def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
-    """The tensor mapping inside a loaded file: plain, or nested under ``state_dict``/``model``,
+    """The tensors inside a loaded file: plain, or nested under ``state_dict``/``model``,
     with any DataParallel ``module.`` prefix removed."""
     for key in ("state_dict", "model", "net"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
@@ -65,7 +65,7 @@ def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
 
 
 def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    """Write a temporary file in the same folder, then rename: a kill never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -77,8 +77,12 @@ def infer_backbone(state: Mapping[str, torch.Tensor]) -> str:
         found = [int(m.group(1)) for k in state if (m := pattern.match(k))]
         return max(found) + 1 if found else 0
 
-    layers = (blocks("Ec.layer1"), blocks("Dreid.layer2"), blocks("Dreid.layer3"),
-              blocks("Dreid.layer4"))
+    layers = (
+        blocks("Ec.layer1"),
+        blocks("Dreid.layer2"),
+        blocks("Dreid.layer3"),
+        blocks("Dreid.layer4"),
+    )
     for name, spec in BACKBONES.items():
         if (spec.block is Bottleneck) == bottleneck and spec.layers == layers:
             return name

@@ -15,7 +15,7 @@ def _down(in_channels: int, out_channels: int, normalize: bool) -> list[nn.Modul
 
 
 class PatchDiscriminator(nn.Module):
-    """Four stride-2 conv blocks (IN without affine from the second on), LeakyReLU 0.2, 1-channel map.
+    """Four stride-2 conv blocks (IN, no affine, from the second), LeakyReLU 0.2, 1-channel map.
 
     Output shape (B, 1, H // 16, W // 16): one real/fake score per overlapping patch.
     The asymmetric zero pad (one column left, one row top) keeps the official layout.

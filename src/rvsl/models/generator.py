@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def double_conv(in_channels: int, out_channels: int, mid_channels: int | None = None) -> nn.Sequential:
+def double_conv(
+    in_channels: int, out_channels: int, mid_channels: int | None = None
+) -> nn.Sequential:
     """(conv3x3 with bias -> BN -> ReLU) x 2, the U-Net unit."""
     mid = mid_channels or out_channels
     return nn.Sequential(

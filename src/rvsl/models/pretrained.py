@@ -17,6 +17,7 @@ import torch
 from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted, unwrap_state_dict
 from rvsl.models.rvsl_net import RVSLNet
 
+
 class PretrainedWeightsError(CheckpointError):
     """The pretrained file does not fit the configured backbone; the message lists the keys."""
 
@@ -24,7 +25,7 @@ class PretrainedWeightsError(CheckpointError):
 def _split_batchnorm_into_ibn(
     state: dict[str, torch.Tensor], backbone_keys: set[str]
 ) -> dict[str, torch.Tensor]:
-    """Turn torchvision's ``X.bn1.*`` into ``X.bn1.IN.*`` + ``X.bn1.BN.*`` where our block is IBN-a."""
+    """torchvision's ``X.bn1.*`` -> ``X.bn1.IN.*`` + ``X.bn1.BN.*`` where our block is IBN-a."""
     out = dict(state)
     ibn_prefixes = {k[: -len("IN.weight")] for k in backbone_keys if k.endswith(".bn1.IN.weight")}
     for prefix in ibn_prefixes:  # e.g. "layer1.0.bn1."

@@ -17,7 +17,7 @@ from torch import nn
 
 
 class IBN(nn.Module):
-    """Instance-Batch Normalisation: IN on the first ``int(planes * ratio)`` channels, BN on the rest."""
+    """Instance-Batch Norm: IN on the first ``int(planes * ratio)`` channels, BN on the rest."""
 
     def __init__(self, planes: int, ratio: float = 0.5) -> None:
         super().__init__()
@@ -40,7 +40,11 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, ibn: bool = False,
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        ibn: bool = False,
         downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -59,12 +63,16 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 -> 1x1 (ResNet-50/101, "v1.5": the stride sits on the 3x3 conv); IBN-a replaces bn1."""
+    """1x1 -> 3x3 -> 1x1 (ResNet-50/101, "v1.5": stride on the 3x3 conv); IBN-a replaces bn1."""
 
     expansion = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, ibn: bool = False,
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        ibn: bool = False,
         downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
