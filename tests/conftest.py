@@ -37,10 +37,10 @@ TINY_OVERRIDES = [
     "data.num_workers=0",
     "data.pin_memory=false",
     "data.num_instances=2",
-    "data.ids_per_batch=3",
+    "data.batch_size=6",
     "data.real_batch_size=4",
     "data.eval_batch_size=16",
-    "model.net.backbone=resnet18_ibn_a",
+    "model.backbone=resnet18_ibn_a",
     "model.pool_size=4",
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
@@ -59,12 +59,12 @@ def compose_train(tiny_fvrid, tmp_path):
 
     def _compose(*overrides: str):
         GlobalHydra.instance().clear()
-        with initialize_config_module(config_module="rvsl.conf", version_base="1.3"):
-            cfg = compose(
-                config_name="train",
-                overrides=[*TINY_OVERRIDES, f"data.root={tiny_fvrid}", *overrides],
-                return_hydra_config=True,
-            )
+        initialize_config_module(config_module="rvsl.conf", version_base="1.3")  # stays active
+        cfg = compose(
+            config_name="train",
+            overrides=[*TINY_OVERRIDES, f"data.root={tiny_fvrid}", *overrides],
+            return_hydra_config=True,
+        )
         HydraConfig().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "run")

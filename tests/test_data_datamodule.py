@@ -33,7 +33,7 @@ def make_dm(root: Path, stage: int | str = 1, **kw: object) -> RVSLDataModule:
     args: dict = dict(
         image_size=(H, W),
         num_instances=K,
-        ids_per_batch=P,
+        batch_size=P * K,
         real_batch_size=4,
         num_workers=0,
         eval_batch_size=5,
@@ -143,7 +143,7 @@ def test_real_pk_sampling_groups_by_hidden_label(root: Path) -> None:
 
 
 def test_samplers_take_world_size_rank_and_epoch_from_the_trainer(root: Path) -> None:
-    dm = make_dm(root, stage=2, test_sets=["SYN"], ids_per_batch=1, real_sampling="pk")
+    dm = make_dm(root, stage=2, test_sets=["SYN"], batch_size=K, real_sampling="pk")
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1, current_epoch=3)
     syn = dm.syn_dataloader().sampler
     assert (syn.num_replicas, syn.rank, syn.epoch) == (2, 1, 3)

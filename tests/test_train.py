@@ -61,6 +61,7 @@ def test_checkpoints_load_safely_and_rebuild_the_network(compose_train):
         ("syn_haze", ["disc_clear", "disc_hazy"], []),
         ("real_clear", ["disc_clear"], ["disc_hazy"]),
         ("real_haze", ["disc_hazy"], ["disc_clear"]),
+        ("baseline", [], ["disc_clear", "disc_hazy", "gen_clear", "gen_hazy"]),
     ],
 )
 def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
@@ -70,9 +71,11 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
         f"stage={stage}", "+trainer.max_steps=2", "trainer.check_val_every_n_epoch=5"
     )
     with open_dict(cfg):
-        cfg.model.net.num_classes = 6
+        cfg.model.num_classes = 6
     model = hydra.utils.instantiate(cfg.model)
-    before = {name: _snapshot(getattr(model, name)) for name in ("net", "disc_clear", "disc_hazy")}
+    parts = {"net": model.net, "disc_clear": model.disc_clear, "disc_hazy": model.disc_hazy,
+             "gen_clear": model.net.gen_clear, "gen_hazy": model.net.gen_hazy}
+    before = {name: _snapshot(part) for name, part in parts.items()}
     datamodule = hydra.utils.instantiate(cfg.data)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=datamodule)
@@ -80,18 +83,18 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
     assert len(trainer.optimizers) == 1 + len(stepped)
     assert _changed(before["net"], model.net)
     for name in stepped:
-        assert _changed(before[name], getattr(model, name)), name
+        assert _changed(before[name], parts[name]), name
     for name in idle:
-        assert not _changed(before[name], getattr(model, name)), name
+        assert not _changed(before[name], parts[name]), name
 
 
 def test_a_later_stage_starts_from_the_earlier_stages_weights(compose_train):
     first = compose_train()
     train(first)
     best = next((Path(first.paths.output_dir) / "checkpoints").glob("best-*.ckpt"))
-    cfg = compose_train("stage=real_haze", f"model.init_from={best}")
+    cfg = compose_train("stage=real_haze", f"init_from={best}")
     with open_dict(cfg):
-        cfg.model.net.num_classes = 6
+        cfg.model.num_classes = 6
     model = hydra.utils.instantiate(cfg.model)
     saved = torch.load(best, weights_only=True)["state_dict"]
     for key, value in model.state_dict().items():
@@ -139,3 +142,82 @@ def test_rvsl_train_runs_as_a_user_types_it(tiny_fvrid, tmp_path):
     assert len(runs) == 1
     assert (runs[0] / ".hydra" / "config.yaml").is_file()
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_baseline_shares_one_encoder_between_both_branches(compose_train):
+    cfg = compose_train("stage=baseline")
+    with open_dict(cfg):
+        cfg.model.num_classes = 6
+    model = hydra.utils.instantiate(cfg.model)
+    assert model.net.enc_clear is model.net.enc_hazy
+
+
+def test_the_chain_runs_each_stage_from_the_previous_stages_best_checkpoint(compose_train):
+    from rvsl.engine.chain import run
+
+    cfg = compose_train("chain=[baseline,syn_haze,real_haze]", "test_after_fit=true")
+    result = run(cfg)
+    stages = result["stages"]
+    assert list(stages) == ["baseline", "syn_haze", "real_haze"]
+    root = Path(cfg.paths.output_dir)
+    first_best = Path(stages["syn_haze"]["best_model_path"])
+    assert first_best.parent.parent == root / "syn_haze"
+    assert Path(stages["real_haze"]["best_model_path"]).is_relative_to(root / "real_haze")
+    hparams = torch.load(stages["real_haze"]["best_model_path"], weights_only=True)
+    assert hparams["hyper_parameters"]["init_from"] == str(first_best)
+    stage1 = torch.load(stages["syn_haze"]["best_model_path"], weights_only=True)
+    assert stage1["hyper_parameters"]["init_from"] is None  # the baseline feeds nothing on
+    summary = (root / "summary.md").read_text()
+    for stage in stages:
+        assert f"| {stage} | REAL_FOGGY | hazy |" in summary
+    assert (root / "summary.json").is_file()
+
+
+def test_resuming_with_ckpt_path_last_continues_the_global_step(compose_train):
+    first = compose_train("trainer.max_epochs=1")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step > 0
+    resumed = compose_train("trainer.max_epochs=2", "ckpt_path=last")
+    train(resumed)
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * step  # one more epoch, not two
+
+
+def test_a_batch_size_that_is_not_a_multiple_of_k_fails_before_training(compose_train):
+    from rvsl.engine.train import RunConfigError
+
+    with pytest.raises(RunConfigError, match=r"data.batch_size \(5\) must be a positive multiple"):
+        train(compose_train("data.batch_size=5"))
+
+
+def test_a_missing_data_root_fails_before_training_naming_the_folder(compose_train, tmp_path):
+    from rvsl.engine.train import RunConfigError
+
+    with pytest.raises(RunConfigError, match="nowhere"):
+        train(compose_train(f"data.root={tmp_path / 'nowhere'}"))
+
+
+def test_stage3_without_a_real_hazy_folder_fails_before_training(compose_train, tmp_path):
+    import shutil
+
+    from conftest_data import make_fvrid
+    from rvsl.engine.train import RunConfigError
+
+    root = make_fvrid(tmp_path / "FVRID")
+    shutil.rmtree(root / "FVRID_real" / "train_foggy")
+    with pytest.raises(RunConfigError, match="train_foggy"):
+        train(compose_train("stage=real_haze", f"data.root={root}"))
+
+
+def test_a_bad_setting_stops_rvsl_train_with_one_sentence_and_exit_code_2(tiny_fvrid, tmp_path):
+    env = dict(os.environ, RVSL_LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run(
+        [Path(sys.executable).with_name("rvsl-train"), "data=fvrid", f"data.root={tiny_fvrid}",
+         "data.batch_size=7"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "data.batch_size (7) must be a positive multiple of data.num_instances (6)" in output
+    assert "Traceback" not in output

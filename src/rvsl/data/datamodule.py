@@ -17,7 +17,8 @@ from rvsl.data.datasets import ImageDataset, RetrievalDataset, SyntheticPairData
 from rvsl.data.samplers import PKSampler
 from rvsl.data.transforms import build_eval_transform, build_train_transform
 
-STAGE_NAMES = {"syn": 1, "syn_haze": 1, "real_clear": 2, "real_haze": 3}
+# the baseline trains on the synthetic pairs only, like stage 1
+STAGE_NAMES = {"syn": 1, "syn_haze": 1, "baseline": 1, "real_clear": 2, "real_haze": 3}
 REAL_SAMPLING = ("random", "pk")
 
 
@@ -88,7 +89,7 @@ class RVSLDataModule(pl.LightningDataModule):
         stage: 1, 2, 3 or "syn", "real_clear", "real_haze".
         image_size: training and test size (H, W).
         num_instances: K, images per identity in a synthetic batch.
-        ids_per_batch: P, identities per synthetic batch (per rank).
+        batch_size: synthetic pairs per batch and rank, P identities x K instances.
         real_batch_size: images per real batch, per rank (a multiple of K when real_sampling="pk").
         real_sampling: "random" (uniform, default) or "pk" (groups by the hidden labels).
         test_sets: names among SYN, REAL_CLEAR, REAL_FOGGY; one val loader each, in order.
@@ -104,7 +105,7 @@ class RVSLDataModule(pl.LightningDataModule):
         stage: int | str = 1,
         image_size: Sequence[int] = (384, 384),
         num_instances: int = 6,
-        ids_per_batch: int = 6,
+        batch_size: int = 36,
         real_batch_size: int = 18,
         real_sampling: str = "random",
         test_sets: Sequence[str] = ("SYN", "REAL_CLEAR", "REAL_FOGGY"),
@@ -134,8 +135,14 @@ class RVSLDataModule(pl.LightningDataModule):
         unknown = [n for n in self.val_set_names if n not in fvrid.TEST_SETS]
         if unknown:
             raise ValueError(f"unknown test sets {unknown}; expected names from {fvrid.TEST_SETS}")
+        if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
+            raise ValueError(
+                f"data.batch_size ({batch_size}) must be a positive multiple of "
+                f"data.num_instances ({num_instances}): a batch is P identities x K instances"
+            )
         self.num_instances = int(num_instances)
-        self.ids_per_batch = int(ids_per_batch)
+        self.batch_size = int(batch_size)
+        self.ids_per_batch = self.batch_size // self.num_instances
         self.real_batch_size = int(real_batch_size)
         self.real_sampling = real_sampling
         self.num_workers = int(num_workers)
@@ -202,12 +209,11 @@ class RVSLDataModule(pl.LightningDataModule):
         """Synthetic pairs in PK batches of ``ids_per_batch * num_instances``."""
         self._setup_train()
         world, rank = self._world()
-        batch_size = self.ids_per_batch * self.num_instances
         sampler = PKSampler(
-            self.syn_train.pids, self.num_instances, batch_size, self.seed, world, rank
+            self.syn_train.pids, self.num_instances, self.batch_size, self.seed, world, rank
         )
         sampler.set_epoch(self._epoch())
-        return self._loader(self.syn_train, batch_size, sampler, drop_last=True)
+        return self._loader(self.syn_train, self.batch_size, sampler, drop_last=True)
 
     def real_dataloader(self) -> DataLoader:
         """One pass over the real training images of stage 2 or 3 (uniform random by default)."""

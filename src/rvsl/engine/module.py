@@ -28,7 +28,14 @@ from rvsl.models.rvsl_net import RVSLNet
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
-STAGE_TEST_SET = {"syn_haze": "SYN", "real_clear": "REAL_CLEAR", "real_haze": "REAL_FOGGY"}
+STAGE_TEST_SET = {
+    "baseline": "SYN", "syn_haze": "SYN", "real_clear": "REAL_CLEAR", "real_haze": "REAL_FOGGY"
+}
+# the discriminators each stage trains, in optimizer order after the main optimizer
+STAGE_DISCRIMINATORS = {
+    "baseline": (), "syn_haze": ("disc_clear", "disc_hazy"), "real_clear": ("disc_clear",),
+    "real_haze": ("disc_hazy",),
+}
 BRANCHES = ("clear", "hazy")
 ADVERSARIAL_PAIRING = ("consistent", "reference")
 
@@ -41,8 +48,11 @@ class RVSLModule(pl.LightningModule):
     """Trains :class:`RVSLNet` by the recipe of one RVSL stage.
 
     Args:
-        net: the network (``num_classes`` = synthetic training identities).
-        stage: ``syn_haze`` (1), ``real_clear`` (2) or ``real_haze`` (3).
+        backbone, num_classes, generator_width: the :class:`RVSLNet` to build
+            (``num_classes`` = synthetic training identities).
+        stage: ``syn_haze`` (1), ``real_clear`` (2), ``real_haze`` (3), or ``baseline``: the
+            BoT-style comparison, ReID only (CE + triplet) on synthetic clear and hazy images
+            through ONE encoder (both branches share it), no generators, no discriminators.
         loss: loss-weight overrides for the stage (see ``recipes.DEFAULT_WEIGHTS``).
         optimizer, disc_optimizer: partial optimizers (``params`` missing).
         scheduler, disc_scheduler: partial per-epoch schedulers (``optimizer`` missing) or None.
@@ -57,11 +67,14 @@ class RVSLModule(pl.LightningModule):
         init_from: checkpoint of an earlier stage (ours or converted): its network and
             discriminator weights initialise this run.
         target_test_set: the test set whose hazy-branch mAP selects checkpoints.
+        net: a ready network instead of building one (tests, custom models).
     """
 
     def __init__(
         self,
-        net: RVSLNet,
+        backbone: str = "resnet50_ibn_a",
+        num_classes: int = 1,
+        generator_width: int = 64,
         stage: str = "syn_haze",
         loss: Mapping[str, float] | None = None,
         optimizer: OptimizerFactory = default_adam,
@@ -77,6 +90,7 @@ class RVSLModule(pl.LightningModule):
         pretrained: str | None = None,
         init_from: str | None = None,
         target_test_set: str | None = None,
+        net: RVSLNet | None = None,
     ) -> None:
         super().__init__()
         # Factories stay out of the checkpoint so it loads with torch.load(weights_only=True).
@@ -95,7 +109,9 @@ class RVSLModule(pl.LightningModule):
         self.stage = stage
         self.weights = recipes.stage_weights(stage, loss)
         self.prior_options = recipes.PriorOptions(**(priors or {}))
-        self.net = net
+        self.net = net or RVSLNet(backbone, num_classes, generator_width)
+        if stage == "baseline":  # one encoder for both branches
+            self.net.enc_clear = self.net.enc_hazy
         self.disc_clear = PatchDiscriminator()
         self.disc_hazy = PatchDiscriminator()
         self.pool_clear = ImagePool(pool_size)
@@ -154,17 +170,17 @@ class RVSLModule(pl.LightningModule):
             )
 
     def configure_optimizers(self) -> list[dict[str, Any]]:
-        main_params = [p for p in self.net.parameters() if p.requires_grad]
-        discs = {
-            "syn_haze": [self.disc_clear, self.disc_hazy],
-            "real_clear": [self.disc_clear],
-            "real_haze": [self.disc_hazy],
-        }[self.stage]
+        """The main optimizer (network; no generators in the baseline), then one per discriminator
+        of the stage, each with its per-epoch schedule."""
+        skip = ("gen_clear.", "gen_hazy.") if self.stage == "baseline" else ()
+        main_params = [
+            p for n, p in self.net.named_parameters() if p.requires_grad and not n.startswith(skip)
+        ]
         configs = [
             self._with_scheduler(self.optimizer_factory(params=main_params), self.scheduler_factory)
         ]
-        for disc in discs:
-            opt = self.disc_optimizer_factory(params=disc.parameters())
+        for name in STAGE_DISCRIMINATORS[self.stage]:
+            opt = self.disc_optimizer_factory(params=getattr(self, name).parameters())
             configs.append(self._with_scheduler(opt, self.disc_scheduler_factory))
         return configs
 
@@ -184,6 +200,15 @@ class RVSLModule(pl.LightningModule):
         syn = batch["syn"]
         w, opts = self.weights, self.prior_options
         smoothing = self.hparams.label_smoothing
+        if self.stage == "baseline":
+            images = torch.cat([syn["clear"], syn["hazy"]])
+            pids = torch.cat([syn["pid"], syn["pid"]])
+            global_feat, feat = self.net.reid(self.net.enc_hazy(images))
+            logits = self.net.classifier(feat)
+            terms = recipes.reid_only(logits, global_feat, pids, w, self.triplet, smoothing)
+            half = syn["pid"].shape[0]
+            out = {"logits_clear": logits[:half], "logits_hazy": logits[half:]}
+            return {f"syn/{k}": v for k, v in terms.items()}, {"syn": out}
         out = self.net(syn["clear"], syn["hazy"])
         if self.stage == "syn_haze":
             syn_terms = recipes.synthetic_pair(
@@ -230,6 +255,8 @@ class RVSLModule(pl.LightningModule):
     def _discriminator_jobs(self, batch: Mapping[str, Any], outs: Mapping[str, Any]) -> list:
         """(name, discriminator, pool, real images, generated images) for each D step."""
         syn = batch["syn"]
+        if self.stage == "baseline":
+            return []
         if self.stage == "syn_haze":
             return [
                 (
@@ -250,6 +277,7 @@ class RVSLModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         opt_main, opt_discs = optimizers[0], optimizers[1:]
 
         self.toggle_optimizer(opt_main)
@@ -294,14 +322,7 @@ class RVSLModule(pl.LightningModule):
             scheduler.step()
 
     def on_train_epoch_start(self) -> None:
-        names = ["main"] + [
-            job
-            for job in {
-                "syn_haze": ["disc_clear", "disc_hazy"],
-                "real_clear": ["disc_clear"],
-                "real_haze": ["disc_hazy"],
-            }[self.stage]
-        ]
+        names = ["main", *STAGE_DISCRIMINATORS[self.stage]]
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for name, opt in zip(names, optimizers, strict=True):

@@ -29,6 +29,7 @@ Adversary = Callable[[Tensor], Tensor]  # generated images -> generator's LSGAN 
 # Loss weights per stage, defaulting to the paper's (METHOD.md). ``aux_*`` weigh the labelled
 # synthetic branch that stages 2-3 keep as an auxiliary task.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "baseline": {"reid": 1.0},
     "syn_haze": {"reid": 1.0, "p2p": 0.5, "ea": 0.5, "adv": 0.5},
     "real_clear": {
         "aux_reid": 10.0,
@@ -114,6 +115,15 @@ def synthetic_pair(
         adv = adversary_clear(out["gen_clear"]) + adversary_hazy(out["gen_hazy"])
         terms["adv"] = w[p + "adv"] * adv / 2
     return terms
+
+
+def reid_only(
+    logits: Tensor, features: Tensor, pids: Tensor, w: Mapping[str, float],
+    triplet: Callable[[Tensor, Tensor], Tensor], label_smoothing: float,
+) -> Terms:
+    """The baseline (BoT-style): CE + batch-hard triplet on clear and hazy images together."""
+    reid = reid_loss(logits, features, pids, triplet, label_smoothing)
+    return {"ce": w["reid"] * reid["ce"], "triplet": w["reid"] * reid["triplet"]}
 
 
 def _prior_inputs(opts: PriorOptions, *images: Tensor) -> list[Tensor]:

@@ -13,6 +13,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 
+class RunConfigError(ValueError):
+    """A configuration that cannot train; raised before any work starts, with the setting named."""
+
+
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     """Objects of a callbacks/logger group: every entry with a ``_target_``."""
     if not cfg:
@@ -28,21 +32,35 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``last`` means this run folder's ``checkpoints/last.ckpt``; a missing file is an error."""
     if ckpt_path is None:
         return None
-    path = (
-        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    )
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+        raise RunConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
     return str(path)
+
+
+def prepare_data(cfg: DictConfig) -> pl.LightningDataModule:
+    """The datamodule with its folders parsed: bad data settings fail here, before training."""
+    try:
+        datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+        datamodule.setup("fit")
+    except hydra.errors.InstantiationException as err:
+        raise RunConfigError(f"data: {err.__cause__ or err}") from err
+    except (FileNotFoundError, ValueError) as err:
+        raise RunConfigError(f"data.root={cfg.data.root}: {err}") from err
+    return datamodule
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``)."""
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule = prepare_data(cfg)
     with open_dict(cfg):
-        cfg.model.net.num_classes = datamodule.num_classes
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+        cfg.model.num_classes = datamodule.num_classes
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    try:
+        model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    except hydra.errors.InstantiationException as err:
+        raise RunConfigError(f"model: {err.__cause__ or err}") from err
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=instantiate_group(cfg.get("callbacks")),
@@ -55,16 +73,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         log.info(
-            "best checkpoint: %s (%s = %s)",
-            checkpoint.best_model_path,
-            checkpoint.monitor,
-            checkpoint.best_model_score,
+            "best checkpoint: %s (%s = %.4f)",
+            checkpoint.best_model_path, checkpoint.monitor, float(checkpoint.best_model_score),
         )
         metrics["best_model_score"] = float(checkpoint.best_model_score)
+        metrics["best_model_path"] = checkpoint.best_model_path
+        if cfg.get("test_after_fit"):
+            results = trainer.validate(model, datamodule=datamodule, ckpt_path="best",
+                                       verbose=False)
+            metrics["best"] = {k: float(v) for r in results for k, v in r.items()}
     return metrics
