@@ -8,11 +8,23 @@ from hydra.utils import instantiate
 from rvsl.engine.train import train
 
 PUBLIC_OVERRIDES = [
-    "data=fvrid", "data.root=/tmp/x", "data.image_size=[256,128]", "data.batch_size=24",
-    "data.num_instances=4", "data.num_workers=2", "model.backbone=resnet34_ibn_a",
-    "model.pretrained=/tmp/w.pth", "trainer.max_epochs=3", "+trainer.max_steps=10",
-    "+trainer.limit_val_batches=2", "trainer.precision=bf16-mixed", "trainer.devices=1",
-    "logger=csv", "paths.output_dir=/tmp/out", "init_from=/tmp/a.ckpt", "ckpt_path=last",
+    "data=fvrid",
+    "data.root=/tmp/x",
+    "data.image_size=[256,128]",
+    "data.batch_size=24",
+    "data.num_instances=4",
+    "data.num_workers=2",
+    "model.backbone=resnet34_ibn_a",
+    "model.pretrained=/tmp/w.pth",
+    "trainer.max_epochs=3",
+    "+trainer.max_steps=10",
+    "+trainer.limit_val_batches=2",
+    "trainer.precision=bf16-mixed",
+    "trainer.devices=1",
+    "logger=csv",
+    "paths.output_dir=/tmp/out",
+    "init_from=/tmp/a.ckpt",
+    "ckpt_path=last",
     "seed=3",
 ]
 
@@ -30,9 +42,7 @@ def test_every_trainer_config_composes(compose_train, trainer):
     assert cfg.trainer.num_sanity_val_steps == 0
 
 
-@pytest.mark.parametrize(
-    "experiment", ["syn_haze", "real_clear", "real_haze", "rvsl", "baseline"]
-)
+@pytest.mark.parametrize("experiment", ["syn_haze", "real_clear", "real_haze", "rvsl", "baseline"])
 def test_every_experiment_composes_with_the_papers_settings(compose_train, experiment):
     cfg = compose_train(f"experiment={experiment}", "data.root=/data/FVRID")
     assert cfg.task_name == experiment

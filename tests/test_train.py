@@ -73,8 +73,13 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
     with open_dict(cfg):
         cfg.model.num_classes = 6
     model = hydra.utils.instantiate(cfg.model)
-    parts = {"net": model.net, "disc_clear": model.disc_clear, "disc_hazy": model.disc_hazy,
-             "gen_clear": model.net.gen_clear, "gen_hazy": model.net.gen_hazy}
+    parts = {
+        "net": model.net,
+        "disc_clear": model.disc_clear,
+        "disc_hazy": model.disc_hazy,
+        "gen_clear": model.net.gen_clear,
+        "gen_hazy": model.net.gen_hazy,
+    }
     before = {name: _snapshot(part) for name, part in parts.items()}
     datamodule = hydra.utils.instantiate(cfg.data)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
@@ -213,9 +218,17 @@ def test_stage3_without_a_real_hazy_folder_fails_before_training(compose_train, 
 def test_a_bad_setting_stops_rvsl_train_with_one_sentence_and_exit_code_2(tiny_fvrid, tmp_path):
     env = dict(os.environ, RVSL_LOG_DIR=str(tmp_path / "logs"))
     result = subprocess.run(
-        [Path(sys.executable).with_name("rvsl-train"), "data=fvrid", f"data.root={tiny_fvrid}",
-         "data.batch_size=7"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            Path(sys.executable).with_name("rvsl-train"),
+            "data=fvrid",
+            f"data.root={tiny_fvrid}",
+            "data.batch_size=7",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     output = result.stdout + result.stderr

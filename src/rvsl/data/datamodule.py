@@ -255,5 +255,15 @@ class RVSLDataModule(pl.LightningDataModule):
             loaders.append(self._loader(dataset, self.eval_batch_size, sampler, drop_last=False))
         return loaders
 
+    def syn_test_pairs_dataloader(self) -> DataLoader:
+        """The SYN test images (query + gallery) with their clear twins, for dehazing quality."""
+        syn = self.root / fvrid.SYN
+        pairs = [
+            *fvrid.list_pairs(syn / "query_clear", syn / "query_foggy"),
+            *fvrid.list_pairs(syn / "gallery_clear", syn / "gallery_foggy"),
+        ]
+        dataset = SyntheticPairDataset(pairs, self.eval_transform)
+        return self._loader(dataset, self.eval_batch_size, None, drop_last=False)
+
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

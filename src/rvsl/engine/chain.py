@@ -63,15 +63,22 @@ def summarize(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     continue
                 row = {"stage": stage, "test_set": name, "branch": branch}
                 row |= {m: round(100 * values[f"{key}/{m}"], 2) for m in SUMMARY_METRICS}
+                if name == "SYN" and "val/SYN/dehaze/ssim" in values and stage != "baseline":
+                    row["ssim"] = round(values["val/SYN/dehaze/ssim"], 4)
+                    row["psnr"] = round(values["val/SYN/dehaze/psnr"], 2)
                 rows.append(row)
     return rows
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    header = "| stage | test set | branch | mAP | rank-1 | mINP |\n|---|---|---|---:|---:|---:|"
+    """The comparison table: ReID in %, dehazing SSIM/PSNR (dB) where measured."""
+    header = (
+        "| stage | test set | branch | mAP | rank-1 | mINP | SSIM | PSNR |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|"
+    )
     lines = [
         f"| {r['stage']} | {r['test_set']} | {r['branch']} | {r['mAP']:.2f} | "
-        f"{r['rank1']:.2f} | {r['mINP']:.2f} |"
+        f"{r['rank1']:.2f} | {r['mINP']:.2f} | {r.get('ssim', '')} | {r.get('psnr', '')} |"
         for r in rows
     ]
     return "\n".join([header, *lines])

@@ -29,11 +29,16 @@ from rvsl.models.rvsl_net import RVSLNet
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 STAGE_TEST_SET = {
-    "baseline": "SYN", "syn_haze": "SYN", "real_clear": "REAL_CLEAR", "real_haze": "REAL_FOGGY"
+    "baseline": "SYN",
+    "syn_haze": "SYN",
+    "real_clear": "REAL_CLEAR",
+    "real_haze": "REAL_FOGGY",
 }
 # the discriminators each stage trains, in optimizer order after the main optimizer
 STAGE_DISCRIMINATORS = {
-    "baseline": (), "syn_haze": ("disc_clear", "disc_hazy"), "real_clear": ("disc_clear",),
+    "baseline": (),
+    "syn_haze": ("disc_clear", "disc_hazy"),
+    "real_clear": ("disc_clear",),
     "real_haze": ("disc_hazy",),
 }
 BRANCHES = ("clear", "hazy")

@@ -118,8 +118,12 @@ def synthetic_pair(
 
 
 def reid_only(
-    logits: Tensor, features: Tensor, pids: Tensor, w: Mapping[str, float],
-    triplet: Callable[[Tensor, Tensor], Tensor], label_smoothing: float,
+    logits: Tensor,
+    features: Tensor,
+    pids: Tensor,
+    w: Mapping[str, float],
+    triplet: Callable[[Tensor, Tensor], Tensor],
+    label_smoothing: float,
 ) -> Terms:
     """The baseline (BoT-style): CE + batch-hard triplet on clear and hazy images together."""
     reid = reid_loss(logits, features, pids, triplet, label_smoothing)

@@ -10,6 +10,8 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from rvsl.engine.report import stage_report
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``last`` means this run folder's ``checkpoints/last.ckpt``; a missing file is an error."""
     if ckpt_path is None:
         return None
-    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    path = (
+        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    )
     if not path.is_file():
         raise RunConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
     return str(path)
@@ -79,12 +83,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if checkpoint is not None and checkpoint.best_model_path:
         log.info(
             "best checkpoint: %s (%s = %.4f)",
-            checkpoint.best_model_path, checkpoint.monitor, float(checkpoint.best_model_score),
+            checkpoint.best_model_path,
+            checkpoint.monitor,
+            float(checkpoint.best_model_score),
         )
         metrics["best_model_score"] = float(checkpoint.best_model_score)
         metrics["best_model_path"] = checkpoint.best_model_path
         if cfg.get("test_after_fit"):
-            results = trainer.validate(model, datamodule=datamodule, ckpt_path="best",
-                                       verbose=False)
+            results = trainer.validate(
+                model, datamodule=datamodule, ckpt_path="best", verbose=False
+            )
             metrics["best"] = {k: float(v) for r in results for k, v in r.items()}
+            metrics["best"] |= stage_report(
+                model.net, datamodule, cfg.paths.output_dir, device=model.device
+            )
     return metrics
