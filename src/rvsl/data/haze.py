@@ -125,9 +125,11 @@ def gaussian_blur(image: np.ndarray, sigma: float, channels_last: bool = True) -
         pad = [(0, 0)] * image.ndim
         pad[axis] = (radius, radius)
         padded = np.pad(image, pad, mode="reflect" if n > radius else "edge")
+        index = [slice(None)] * image.ndim
         out = np.zeros_like(image)
         for k, w in enumerate(taps):
-            out += w * np.take(padded, np.arange(k, k + n), axis=axis)
+            index[axis] = slice(k, k + n)
+            out += w * padded[tuple(index)]
         image = out
     return image
 

@@ -1,4 +1,4 @@
-"""How well the dehazer restores synthetic hazy images: SSIM and PSNR of ``Gc`` vs the clear twin."""
+"""How well the dehazer restores synthetic hazy images: SSIM and PSNR of ``Gc`` vs clear."""
 
 from __future__ import annotations
 
