@@ -94,7 +94,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 model, datamodule=datamodule, ckpt_path="best", verbose=False
             )
             metrics["best"] = {k: float(v) for r in results for k, v in r.items()}
-            metrics["best"] |= stage_report(
-                model.net, datamodule, cfg.paths.output_dir, device=model.device
-            )
+            if trainer.is_global_zero:  # pictures are written once
+                metrics["best"] |= stage_report(
+                    model.net, datamodule, cfg.paths.output_dir, device=model.device
+                )
     return metrics
