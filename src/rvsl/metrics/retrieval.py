@@ -78,8 +78,8 @@ class RetrievalMetric(Metric):
         features = dim_zero_cat(self.features)
         pids, camids = dim_zero_cat(self.pids), dim_zero_cat(self.camids)
         is_query = dim_zero_cat(self.is_query).bool()
-        if isinstance(self.indices, Tensor) or len(self.indices):
-            indices = dim_zero_cat(self.indices)
+        indices = dim_zero_cat(self.indices) if len(self.indices) else None
+        if indices is not None and indices.numel():
             if len(indices) != len(features):
                 raise ValueError("pass indices with every update() or with none")
             keep = _first_occurrences(indices)
