@@ -36,8 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rvsl.data.fvrid import IMAGE_EXTENSIONS, NAME_PATTERN
-from rvsl.data.transforms import load_image
+from rvsl.data.fvrid import IMAGE_EXTENSIONS, FVRIDFormatError, parse_name
 
 #: FVRID's per-image ranges (the authors' synthesis scripts).
 FVRID_BETA = (1.0, 5.0)
@@ -332,7 +331,7 @@ class _FogTask:
     far: float
 
 
-def file_seed(seed: int, name: str) -> np.random.Generator:
+def file_rng(seed: int, name: str) -> np.random.Generator:
     """Generator for one file, from the global seed and the file name (not its position), so the
     result does not depend on the worker count or on which other files are present."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()
@@ -361,12 +360,15 @@ def encode_like(pixels: np.ndarray, suffix: str) -> bytes:
 
 
 def _fog_one(task: _FogTask) -> tuple[str, float, float]:
+    # imported here: torchvision takes seconds to import; the demo world never needs it
+    from rvsl.data.transforms import load_image
+
     clear = load_image(task.source).permute(1, 2, 0).numpy().astype(np.float32) / 255.0
     if task.depth is not None:
         depth = load_depth(task.depth, clear.shape[:2])
     else:
         depth = prior_depth(clear, task.prior, task.near, task.far)
-    rng = file_seed(task.seed, task.source.name)
+    rng = file_rng(task.seed, task.source.name)
     hazy, beta, airlight = task.synth(clear, depth, rng)
     pixels = np.round(hazy * 255.0).astype(np.uint8)
     if task.clear_target is not None:
@@ -375,6 +377,14 @@ def _fog_one(task: _FogTask) -> tuple[str, float, float]:
         os.replace(tmp, task.clear_target)
     _save_atomic(encode_like(pixels, task.source.suffix), task.foggy_target)
     return task.source.name, float(beta), float(airlight)
+
+
+def _parsable(name: str) -> bool:
+    try:
+        parse_name(name)
+    except FVRIDFormatError:
+        return False
+    return True
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -425,7 +435,7 @@ def fog_folder(
         raise HazeError(f"clear image folder not found: {src}")
     src_r, out_r = src.resolve(), Path(out_dir).resolve()
     clear_out, foggy_out = out_r / f"{split}_clear", out_r / f"{split}_foggy"
-    if _inside(out_r, src_r) or _inside(foggy_out, src_r):
+    if _inside(out_r, src_r):
         raise HazeError(
             f"refusing to write into the input folder: --out {out_dir} is {src} or inside it; "
             "choose an output folder outside the clear images"
@@ -494,6 +504,8 @@ def fog_folder(
         )
         for p, d in zip(sources, depths, strict=True)
     ]
+    import rvsl.data.transforms  # noqa: F401  (once here, so forked workers inherit it)
+
     rows: list[tuple[str, float, float]] = []
     if workers <= 1 or len(tasks) == 1:
         for task in tasks:
@@ -525,6 +537,6 @@ def fog_folder(
         images=len(tasks),
         copied=len(tasks) if copy_clear else 0,
         depth_source=source_desc,
-        unparsable_names=[p.name for p in sources if NAME_PATTERN.match(p.name) is None],
+        unparsable_names=[p.name for p in sources if not _parsable(p.name)],
         params_file=params_file,
     )
