@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/python -m pytest
 
+# The main job: build the demo world, train baseline + three RVSL stages, print the table.
 demo: install
-	$(BIN)/rvsl-demo
+	$(BIN)/rvsl-train
 
 lint: install
 	$(BIN)/ruff check src tests scripts

@@ -32,6 +32,7 @@ def tiny_fvrid(tmp_path_factory) -> Path:
 
 
 TINY_OVERRIDES = [
+    "~experiment",  # not the demo chain: one stage, as the tests say
     "data=fvrid",
     "data.image_size=[32,32]",
     "data.num_workers=0",
@@ -58,11 +59,13 @@ def compose_train(tiny_fvrid, tmp_path):
     from omegaconf import open_dict
 
     def _compose(*overrides: str):
+        picks_experiment = any(o.startswith("experiment=") for o in overrides)
+        base = [o for o in TINY_OVERRIDES if not (picks_experiment and o == "~experiment")]
         GlobalHydra.instance().clear()
         initialize_config_module(config_module="rvsl.conf", version_base="1.3")  # stays active
         cfg = compose(
             config_name="train",
-            overrides=[*TINY_OVERRIDES, f"data.root={tiny_fvrid}", *overrides],
+            overrides=[*base, f"data.root={tiny_fvrid}", *overrides],
             return_hydra_config=True,
         )
         HydraConfig().set_config(cfg)

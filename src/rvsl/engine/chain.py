@@ -22,7 +22,7 @@ from rvsl.engine.train import train
 log = logging.getLogger(__name__)
 SUMMARY_SETS = ("REAL_FOGGY", "REAL_CLEAR", "SYN")
 SUMMARY_METRICS = ("mAP", "rank1", "mINP")
-_OWN_KEYS = ("stage=", "chain=", "init_from=", "paths.output_dir=", "experiment=")
+_OWN_KEYS = ("stage=", "chain=", "init_from=", "paths.output_dir=")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

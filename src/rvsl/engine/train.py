@@ -10,6 +10,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from rvsl.data.check import required_folders, require_valid_dataset
 from rvsl.engine.report import stage_report
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def prepare_data(cfg: DictConfig) -> pl.LightningDataModule:
     """The datamodule with its folders parsed: bad data settings fail here, before training."""
     try:
         datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+        folders = required_folders(datamodule.train_stage, datamodule.val_set_names)
+        require_valid_dataset(datamodule.root, folders=folders, fast=True)
         datamodule.setup("fit")
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"data: {err.__cause__ or err}") from err
