@@ -1,0 +1,374 @@
+"""Training throughput of RVSL per stage, through the real Trainer, DataLoader and PNG files.
+
+For each configuration (demo: ResNet-18-IBN-a at 64x64, batch 32 = 8 ids x 4; r50: the paper
+backbone ResNet-50-IBN-a at 128x128, batch 12 = 3 ids x 4), each stage (baseline, syn_haze,
+real_clear, real_haze) and each DataLoader worker count, this builds RVSLModule and
+RVSLDataModule from plain arguments and fits a ``pytorch_lightning.Trainer`` for
+``warmup + steps`` batches on a generated FVRID-layout folder of PNG images (written at 1.25x
+the training size, so decoding and resizing do real work). A callback stamps
+``time.perf_counter()`` at ``on_train_batch_start`` / ``on_train_batch_end``:
+
+- compute = end - start of a step (the whole manual-optimisation training_step);
+- data wait = the previous step's end -> this step's start: fetching the next batch (Lightning
+  prefetches one ahead), moving it to the device and the loop's own overhead;
+- step = compute + data wait; pairs/s = synthetic pairs per batch / mean step time.
+
+The first ``--warmup`` (2) steps are skipped. Each run goes in its own process (fork on CPU,
+spawn on CUDA), so ``peak RSS`` (``ru_maxrss`` of the training process, DataLoader workers not
+included; it starts from the parent's footprint after the imports) and the CUDA peak
+(``torch.cuda.max_memory_allocated``) are per run.
+
+    python scripts/bench_train.py [--configs demo r50] [--stages ...] [--steps N]
+        [--num-workers 0 2] [--device cpu|cuda] [--json out.json]
+
+Defaults: demo with 0 and 2 workers, 2 measured steps; r50 with 0 workers, 1 measured step (its
+steps take 2-14 s on 2 CPU cores, and loading is <2% of them). That is about 5 minutes on a
+2-core CPU machine (``--steps 1``: about 4.5). ``--steps`` and ``--num-workers`` override both
+configs.
+
+Note: with workers, their prefetch queue fills during warm-up, so with few measured steps the
+data-wait share can read lower than in a long run when loading is the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import multiprocessing as mp
+import resource
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from rvsl.data.datamodule import RVSLDataModule
+from rvsl.engine.module import RVSLModule
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    label: str
+    backbone: str
+    size: int  # training H = W
+    num_instances: int  # K
+    batch_size: int  # P x K synthetic pairs
+    real_batch_size: int
+    steps: int  # default measured steps
+    num_workers: tuple[int, ...]  # default DataLoader worker counts
+
+    @property
+    def ids_per_batch(self) -> int:
+        return self.batch_size // self.num_instances
+
+
+CONFIGS = {
+    "demo": BenchConfig("demo r18_ibn_a@64", "resnet18_ibn_a", 64, 4, 32, 32, 2, (0, 2)),
+    # 2-14 s per step on 2 CPU cores: one measured step and no worker sweep by default
+    "r50": BenchConfig("r50_ibn_a@128", "resnet50_ibn_a", 128, 4, 12, 12, 1, (0,)),
+}
+STAGES = ("baseline", "syn_haze", "real_clear", "real_haze")
+IMAGE_SCALE = 1.25  # written images are this much larger than the training size
+TEST_IDS = 3
+
+
+# ---------------------------------------------------------------------------- data
+def _image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour field plus mild noise: compresses and decodes like a photo."""
+    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((size, size), Image.BILINEAR), dtype=np.float32)
+    noisy = smooth + rng.normal(0.0, 6.0, size=smooth.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def _write_split(
+    folder: Path, rng: np.random.Generator, pids: range, per_id: int, size: int, twin: Path | None
+) -> None:
+    """``per_id`` PNGs per identity, named ``<pid>_c<cam>_<n>.png``; ``twin``: hazy copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if twin is not None:
+        twin.mkdir(parents=True, exist_ok=True)
+    for pid in pids:
+        for j in range(per_id):
+            name = f"{pid:04d}_c{j % 3 + 1}_{j:03d}.png"
+            clear = _image(rng, size)
+            Image.fromarray(clear).save(folder / name)
+            if twin is not None:  # the synthetic hazy twin: same name, veiled copy
+                hazy = (0.6 * clear + 0.4 * 200).astype(np.uint8)
+                Image.fromarray(hazy).save(twin / name)
+
+
+def make_fvrid(root: Path, cfg: BenchConfig, batches: int) -> Path:
+    """An FVRID tree with enough identities for ``batches`` PK batches in ONE epoch, and enough
+    real images for ``batches`` real batches in one pass (no epoch or loader restarts)."""
+    rng = np.random.default_rng(0)
+    size = round(cfg.size * IMAGE_SCALE)
+    k = cfg.num_instances
+    syn_ids = cfg.ids_per_batch * batches  # one chunk of K per identity: exactly `batches` steps
+    real_ids = -(-cfg.real_batch_size * batches // k)
+    syn = root / "FVRID_syn"
+    _write_split(syn / "train_clear", rng, range(syn_ids), k, size, syn / "train_foggy")
+    test = range(10_000, 10_000 + TEST_IDS)
+    _write_split(syn / "query_clear", rng, test, 1, size, syn / "query_foggy")
+    _write_split(syn / "gallery_clear", rng, test, 2, size, syn / "gallery_foggy")
+    for top, kind, first in (("FVRID_clear", "clear", 20_000), ("FVRID_real", "foggy", 30_000)):
+        _write_split(
+            root / top / f"train_{kind}", rng, range(first, first + real_ids), k, size, None
+        )
+        _write_split(root / top / f"query_{kind}", rng, test, 1, size, None)
+        _write_split(root / top / f"gallery_{kind}", rng, test, 2, size, None)
+    return root
+
+
+# ---------------------------------------------------------------------------- timing
+class StepTimer(pl.Callback):
+    """perf_counter stamps at the start and end of every training batch."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.starts.append(self._now())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ends.append(self._now())
+
+    def split(self, warmup: int) -> tuple[list[float], list[float]]:
+        """(compute, data wait) per measured step, the first ``warmup`` steps skipped."""
+        first = max(warmup, 1)  # step 0 has no previous end
+        compute = [self.ends[i] - self.starts[i] for i in range(first, len(self.ends))]
+        wait = [self.starts[i] - self.ends[i - 1] for i in range(first, len(self.ends))]
+        return compute, wait
+
+
+def _quiet() -> None:
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", module="lightning_fabric")
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Fit one (config, stage, workers) for warmup + steps batches and measure it."""
+    _quiet()
+    cfg: BenchConfig = job["cfg"]
+    device = torch.device(job["device"])
+    cuda = device.type == "cuda"
+    pl.seed_everything(0, workers=True, verbose=False)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    batches = job["warmup"] + job["steps"]
+    datamodule = RVSLDataModule(
+        root=job["root"],
+        stage=job["stage"],
+        image_size=(cfg.size, cfg.size),
+        num_instances=cfg.num_instances,
+        batch_size=cfg.batch_size,
+        real_batch_size=cfg.real_batch_size,
+        test_sets=("SYN",),
+        num_workers=job["num_workers"],
+        pin_memory=cuda,
+        seed=0,
+    )
+    model = RVSLModule(
+        backbone=cfg.backbone,
+        num_classes=datamodule.num_classes,
+        stage=job["stage"],
+        # the model config's optimisers; the per-epoch schedules do not touch step time
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-4, weight_decay=5e-4),
+        disc_optimizer=functools.partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
+        pool_size=50,
+    )
+    timer = StepTimer(cuda)
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        precision=job["precision"],
+        max_epochs=1,
+        # manual optimisation counts every optimizer.step() in global_step (up to 3 per batch),
+        # so the run length is set in batches, not with max_steps
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        log_every_n_steps=1,
+        callbacks=[timer],
+    )
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.fit(model, datamodule=datamodule)
+    compute, wait = timer.split(job["warmup"])
+    if not compute:
+        raise RuntimeError(f"no measured steps ({len(timer.ends)} ran, warmup {job['warmup']})")
+    step = [c + w for c, w in zip(compute, wait, strict=True)]
+    row = {
+        "config": cfg.label,
+        "backbone": cfg.backbone,
+        "image_size": cfg.size,
+        "batch_size": cfg.batch_size,
+        "real_batch_size": cfg.real_batch_size
+        if job["stage"] in ("real_clear", "real_haze")
+        else 0,
+        "stage": job["stage"],
+        "num_workers": job["num_workers"],
+        "measured_steps": len(step),
+        "pairs_per_s": cfg.batch_size * len(step) / sum(step),
+        "step_ms": 1000 * float(np.mean(step)),
+        "step_ms_median": 1000 * float(np.median(step)),
+        "compute_ms": 1000 * float(np.mean(compute)),
+        "data_wait_ms": 1000 * float(np.mean(wait)),
+        "data_wait_pct": 100 * sum(wait) / sum(step),
+        "torch_threads": torch.get_num_threads(),
+        "rss_at_start_mib": rss_start,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if cuda:
+        row["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
+
+
+def _child(job: dict[str, Any], conn) -> None:
+    try:
+        conn.send(("ok", run_one(job)))
+    except BaseException as err:  # report, don't hang the parent
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def run_isolated(job: dict[str, Any], context: mp.context.BaseContext) -> dict[str, Any]:
+    """``run_one`` in a fresh process, so peak memory is this run's alone."""
+    receive, send = context.Pipe(duplex=False)
+    proc = context.Process(target=_child, args=(job, send))
+    proc.start()
+    send.close()
+    try:
+        status, payload = receive.recv()
+    except EOFError:
+        status, payload = "error", "the benchmark process died"
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(
+            f"{job['cfg'].label} / {job['stage']} / {job['num_workers']} workers: "
+            f"{payload} (exit code {proc.exitcode})"
+        )
+    return payload
+
+
+# ---------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument(
+        "--steps", type=int, help="measured steps per run, all configs (default: demo 2, r50 1)"
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="steps skipped first (default 2)")
+    parser.add_argument(
+        "--num-workers",
+        nargs="+",
+        type=int,
+        help="DataLoader worker counts, all configs (default: demo 0 2, r50 0)",
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", help="Trainer precision, e.g. bf16-mixed")
+    parser.add_argument("--data-dir", help="where to write the PNG folders (default: a temp dir)")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    if args.warmup < 1:
+        parser.error("--warmup must be >= 1 (step 0 has no data wait to measure)")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be >= 1")
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
+    # a forked child cannot use CUDA (nor OpenMP the parent already used): spawn on GPUs
+    context = mp.get_context("spawn" if cuda else "fork")
+
+    print(
+        f"device: {args.device}, torch {torch.__version__}, lightning {pl.__version__}, "
+        f"precision {args.precision}, warm-up {args.warmup}"
+    )
+    header = (
+        f"{'config':18} {'stage':10} {'workers':>7} {'steps':>5} {'pairs/s':>8} {'step ms':>8} "
+        f"{'data-wait %':>11} {'peak RSS MiB':>12}"
+    )
+    if cuda:
+        header += f" {'peak CUDA MiB':>13}"
+    tmp = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="bench_train_"))
+    rows = []
+    started = time.perf_counter()
+    try:
+        for key in args.configs:
+            cfg = CONFIGS[key]
+            steps = args.steps or cfg.steps
+            batches = args.warmup + steps + 2  # Lightning prefetches one batch ahead
+            t0 = time.perf_counter()
+            root = make_fvrid(tmp / f"{key}_{cfg.size}_{batches}", cfg, batches)
+            print(
+                f"{cfg.label}: wrote FVRID PNGs at {round(cfg.size * IMAGE_SCALE)}px to {root} "
+                f"in {time.perf_counter() - t0:.1f}s"
+            )
+            print(header)
+            print("-" * len(header))
+            for workers in args.num_workers or cfg.num_workers:
+                for stage in args.stages:
+                    job = {
+                        "cfg": cfg,
+                        "stage": stage,
+                        "num_workers": workers,
+                        "root": str(root),
+                        "steps": steps,
+                        "warmup": args.warmup,
+                        "device": args.device,
+                        "precision": args.precision,
+                    }
+                    row = run_isolated(job, context)
+                    rows.append(row)
+                    line = (
+                        f"{cfg.label:18} {stage:10} {workers:>7} {row['measured_steps']:>5} "
+                        f"{row['pairs_per_s']:>8.1f} {row['step_ms']:>8.0f} "
+                        f"{row['data_wait_pct']:>11.1f} {row['peak_rss_mib']:>12.0f}"
+                    )
+                    if "peak_cuda_mib" in row:
+                        line += f" {row['peak_cuda_mib']:>13.0f}"
+                    print(line, flush=True)
+            print()
+    finally:
+        if not args.data_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    threads = sorted({row["torch_threads"] for row in rows})
+    print(f"total {time.perf_counter() - started:.0f}s; torch threads per run: {threads}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            meta = {
+                "device": args.device,
+                "torch": torch.__version__,
+                "lightning": pl.__version__,
+                "precision": args.precision,
+                "warmup": args.warmup,
+            }
+            json.dump({**meta, "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
