@@ -1,15 +1,17 @@
 """Several stages in one command: ``chain: [baseline, syn_haze, real_clear, real_haze]``.
 
-Each RVSL stage starts from the previous RVSL stage's best checkpoint (METHOD.md); the
-baseline trains on its own. Every stage is composed from the same configs and command-line
-overrides as a single-stage run, with its own run sub-folder, and the chain ends with one
-comparison table (JSON and Markdown) in the run folder.
+An entry is a stage name or ``{stage: NAME, max_epochs: N}``. Each RVSL stage starts from
+the previous RVSL stage's best checkpoint (METHOD.md); the baseline trains on its own.
+Every stage is composed from the same configs and command-line overrides as a single-stage
+run, with its own run sub-folder, and the chain ends with one comparison table (JSON and
+Markdown) in the run folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     user_overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(_OWN_KEYS)]
     init_from = cfg.get("init_from")
     results: dict[str, dict[str, Any]] = {}
-    for stage in stages:
+    for entry in stages:
+        stage, max_epochs = _parse_entry(entry)
         overrides = [*user_overrides, f"stage={stage}", f"paths.output_dir='{root / stage}'"]
+        if max_epochs is not None:
+            overrides.append(f"trainer.max_epochs={max_epochs}")
         if init_from and stage != "baseline":
             overrides.append(f"init_from='{init_from}'")
         log.info("chain: stage %s (%s)", stage, " ".join(overrides))
@@ -47,8 +52,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary = summarize(results)
     write_summary(summary, root)
     log.info("results of the chain:\n%s", to_markdown(summary))
-    last = results[stages[-1]]
+    last = results[_parse_entry(stages[-1])[0]]
     return {"best_model_score": last.get("best_model_score"), "stages": results}
+
+
+def _parse_entry(entry: Any) -> tuple[str, int | None]:
+    """A chain entry: a stage name, or ``{stage: NAME, max_epochs: N}``."""
+    if isinstance(entry, str):
+        return entry, None
+    if isinstance(entry, Mapping) and "stage" in entry and set(entry) <= {"stage", "max_epochs"}:
+        epochs = entry.get("max_epochs")
+        return str(entry["stage"]), None if epochs is None else int(epochs)
+    raise ValueError(f"chain entry {entry!r}: expected a stage name or {{stage, max_epochs}}")
 
 
 def summarize(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
