@@ -218,10 +218,11 @@ def test_world_is_rebuilt_when_version_seed_or_size_differ(
 ) -> None:
     root = tmp_path / "w"
     dw.build_demo_world(root, seed=0, size=SIZE, scale=TINY, workers=1)
-    monkeypatch.setattr(dw, "GENERATOR_VERSION", dw.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(dw.world, "GENERATOR_VERSION", dw.GENERATOR_VERSION + 1)
     rebuilt = dw.build_demo_world(root, seed=0, size=SIZE, scale=TINY, workers=1)
     assert not rebuilt.reused
-    assert json.loads((root / dw.MANIFEST_NAME).read_text())["version"] == dw.GENERATOR_VERSION
+    manifest = json.loads((root / dw.MANIFEST_NAME).read_text())
+    assert manifest["version"] == dw.world.GENERATOR_VERSION
     bigger = dw.build_demo_world(root, seed=0, size=(40, 40), scale=TINY, workers=1)
     assert not bigger.reused
     with Image.open(next((root / "FVRID_syn/train_clear").iterdir())) as img:
@@ -242,7 +243,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_demo_world(tmp_path: Path) ->
 def test_an_interrupted_build_leaves_no_half_world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = dw._make_identity
+    real = dw.world._make_identity
     calls = []
 
     def dying(job):  # the third identity "gets killed"
@@ -251,7 +252,7 @@ def test_an_interrupted_build_leaves_no_half_world(
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(dw, "_make_identity", dying)
+    monkeypatch.setattr(dw.world, "_make_identity", dying)
     with pytest.raises(KeyboardInterrupt):
         dw.build_demo_world(tmp_path / "w", size=SIZE, scale=TINY, workers=1)
     assert not (tmp_path / "w").exists()

@@ -28,6 +28,11 @@ def demo_datamodule(
     size = (int(image_size[0]), int(image_size[1]))
     summary = build_demo_world(root, seed=world_seed, size=size, scale=world_scale)
     verb = "reused" if summary.reused else f"built in {summary.seconds:.0f} s"
-    log.info("demo world %s: %s (%d identities, %d images)", verb, root, summary.identities,
-             summary.images)
+    log.info(
+        "demo world %s: %s (%d identities, %d images)",
+        verb,
+        root,
+        summary.identities,
+        summary.images,
+    )
     return RVSLDataModule(root, image_size=size, **datamodule_args)
