@@ -10,7 +10,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rvsl.data.check import required_folders, require_valid_dataset
+from rvsl.data.check import require_valid_dataset, required_folders
 from rvsl.engine.report import stage_report
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics["best"] = {k: float(v) for r in results for k, v in r.items()}
             if trainer.is_global_zero:  # pictures are written once
                 metrics["best"] |= stage_report(
-                    model.net, datamodule, cfg.paths.output_dir, device=model.device
+                    model.net,
+                    datamodule,
+                    cfg.paths.output_dir,
+                    device=model.device,
+                    dehazing=model.stage != "baseline",
                 )
     return metrics
