@@ -59,8 +59,9 @@ def compose_train(tiny_fvrid, tmp_path):
     from omegaconf import open_dict
 
     def _compose(*overrides: str):
-        picks_experiment = any(o.startswith("experiment=") for o in overrides)
-        base = [o for o in TINY_OVERRIDES if not (picks_experiment and o == "~experiment")]
+        # the caller's choice of a group (data=..., experiment=...) replaces the tiny default
+        chosen = {o.split("=", 1)[0] for o in overrides if "=" in o}
+        base = [o for o in TINY_OVERRIDES if o.lstrip("~").split("=", 1)[0] not in chosen]
         GlobalHydra.instance().clear()
         initialize_config_module(config_module="rvsl.conf", version_base="1.3")  # stays active
         cfg = compose(

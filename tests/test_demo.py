@@ -11,6 +11,7 @@ from rvsl.engine.chain import run
 def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(compose_train, tmp_path):
     cfg = compose_train(
         "experiment=demo",
+        "data=demo",
         f"data.root={tmp_path / 'world'}",
         "data.world_scale=0.1",
         "data.image_size=[32,32]",

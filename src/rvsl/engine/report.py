@@ -56,11 +56,13 @@ def stage_report(
     datamodule: RVSLDataModule,
     out_dir: str | Path,
     device: str | torch.device = "cpu",
+    dehazing: bool = True,
 ) -> dict[str, float]:
-    """SSIM/PSNR of the dehazer on SYN, and PNGs in ``out_dir/pictures``."""
+    """SSIM/PSNR of the dehazer on SYN (when ``dehazing``: the baseline has no trained
+    generator), and PNGs in ``out_dir/pictures``."""
     out = Path(out_dir) / "pictures"
     results: dict[str, float] = {}
-    if "SYN" in datamodule.val_set_names:
+    if dehazing and "SYN" in datamodule.val_set_names:
         pairs = datamodule.syn_test_pairs_dataloader()
         quality = dehazing_quality(net, pairs, device)
         results |= {"val/SYN/dehaze/ssim": quality["ssim"], "val/SYN/dehaze/psnr": quality["psnr"]}
