@@ -234,3 +234,42 @@ def test_a_bad_setting_stops_rvsl_train_with_one_sentence_and_exit_code_2(tiny_f
     output = result.stdout + result.stderr
     assert "data.batch_size (7) must be a positive multiple of data.num_instances (6)" in output
     assert "Traceback" not in output
+
+
+def test_a_clear_only_baseline_never_looks_at_a_hazy_image():
+    from rvsl.engine.module import RVSLModule
+
+    torch.manual_seed(0)
+    model = RVSLModule(
+        "resnet18_ibn_a", num_classes=3, stage="baseline", baseline_domains=["clear"]
+    )
+    pids = torch.tensor([0, 0, 1, 1, 2, 2])
+    batch = {
+        "syn": {
+            "clear": torch.rand(6, 3, 32, 32),
+            "hazy": torch.full((6, 3, 32, 32), float("nan")),
+            "pid": pids,
+        }
+    }
+    terms, _ = model._generator_terms(batch)
+    assert set(terms) == {"syn/ce", "syn/triplet"}
+    assert all(torch.isfinite(v) for v in terms.values())
+
+
+def test_a_chain_entry_may_name_itself_and_carry_its_own_overrides():
+    from rvsl.engine.chain import _parse_entry
+
+    assert _parse_entry("real_haze") == ("real_haze", "real_haze", [])
+    entry = {
+        "stage": "baseline",
+        "name": "clear_only",
+        "max_epochs": 3,
+        "overrides": ["model.baseline_domains=[clear]"],
+    }
+    assert _parse_entry(entry) == (
+        "baseline",
+        "clear_only",
+        ["model.baseline_domains=[clear]", "trainer.max_epochs=3"],
+    )
+    with pytest.raises(ValueError, match="chain entry"):
+        _parse_entry({"stage": "baseline", "epochs": 3})

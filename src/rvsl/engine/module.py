@@ -10,7 +10,7 @@ live in :mod:`rvsl.engine.recipes`; every weight comes from the config.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -72,6 +72,8 @@ class RVSLModule(pl.LightningModule):
         init_from: checkpoint of an earlier stage (ours or converted): its network and
             discriminator weights initialise this run.
         target_test_set: the test set whose hazy-branch mAP selects checkpoints.
+        baseline_domains: the synthetic images the baseline trains on: ``["clear", "hazy"]``
+            (the BoT-style comparison) or ``["clear"]`` (a model that never saw haze).
         net: a ready network instead of building one (tests, custom models).
     """
 
@@ -95,6 +97,7 @@ class RVSLModule(pl.LightningModule):
         pretrained: str | None = None,
         init_from: str | None = None,
         target_test_set: str | None = None,
+        baseline_domains: Sequence[str] = ("clear", "hazy"),
         net: RVSLNet | None = None,
     ) -> None:
         super().__init__()
@@ -112,6 +115,10 @@ class RVSLModule(pl.LightningModule):
                 f"not {adversarial_pairing!r}"
             )
         self.stage = stage
+        if not baseline_domains or not set(baseline_domains) <= set(BRANCHES):
+            raise ValueError(
+                f"baseline_domains must name 'clear' and/or 'hazy', not {list(baseline_domains)}"
+            )
         self.weights = recipes.stage_weights(stage, loss)
         self.prior_options = recipes.PriorOptions(**(priors or {}))
         self.net = net or RVSLNet(backbone, num_classes, generator_width)
@@ -206,13 +213,14 @@ class RVSLModule(pl.LightningModule):
         w, opts = self.weights, self.prior_options
         smoothing = self.hparams.label_smoothing
         if self.stage == "baseline":
-            images = torch.cat([syn["clear"], syn["hazy"]])
-            pids = torch.cat([syn["pid"], syn["pid"]])
+            domains = self.hparams.baseline_domains
+            images = torch.cat([syn[d] for d in domains])
+            pids = syn["pid"].repeat(len(domains))
             global_feat, feat = self.net.reid(self.net.enc_hazy(images))
             logits = self.net.classifier(feat)
             terms = recipes.reid_only(logits, global_feat, pids, w, self.triplet, smoothing)
-            half = syn["pid"].shape[0]
-            out = {"logits_clear": logits[:half], "logits_hazy": logits[half:]}
+            chunks = dict(zip(domains, logits.chunk(len(domains)), strict=True))
+            out = {f"logits_{b}": chunks.get(b, next(iter(chunks.values()))) for b in BRANCHES}
             return {f"syn/{k}": v for k, v in terms.items()}, {"syn": out}
         out = self.net(syn["clear"], syn["hazy"])
         if self.stage == "syn_haze":
