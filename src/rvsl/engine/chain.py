@@ -9,6 +9,7 @@ Markdown) in the run folder.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,3 +70,42 @@ def _parse_entry(entry: Any) -> tuple[str, str, list[str]]:
     if entry.get("max_epochs") is not None:
         extra.append(f"trainer.max_epochs={int(entry['max_epochs'])}")
     return str(entry["stage"]), str(entry.get("name") or entry["stage"]), extra
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (stage, test set, branch) with mAP, rank-1 and mINP of the best checkpoint."""
+    rows = []
+    for stage, metrics in results.items():
+        values = metrics.get("best") or metrics
+        for name in SUMMARY_SETS:
+            for branch in ("hazy", "clear"):
+                key = f"val/{name}/{branch}"
+                if f"{key}/mAP" not in values:
+                    continue
+                row = {"stage": stage, "test_set": name, "branch": branch}
+                row |= {m: round(100 * values[f"{key}/{m}"], 2) for m in SUMMARY_METRICS}
+                if name == "SYN" and "val/SYN/dehaze/ssim" in values and stage != "baseline":
+                    row["ssim"] = round(values["val/SYN/dehaze/ssim"], 4)
+                    row["psnr"] = round(values["val/SYN/dehaze/psnr"], 2)
+                rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """The comparison table: ReID in %, dehazing SSIM/PSNR (dB) where measured."""
+    header = (
+        "| stage | test set | branch | mAP | rank-1 | mINP | SSIM | PSNR |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|"
+    )
+    lines = [
+        f"| {r['stage']} | {r['test_set']} | {r['branch']} | {r['mAP']:.2f} | "
+        f"{r['rank1']:.2f} | {r['mINP']:.2f} | {r.get('ssim', '')} | {r.get('psnr', '')} |"
+        for r in rows
+    ]
+    return "\n".join([header, *lines])
+
+
+def write_summary(rows: list[dict[str, Any]], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(rows, indent=2))
+    (folder / "summary.md").write_text(to_markdown(rows) + "\n")
