@@ -17,8 +17,8 @@ PUBLIC_OVERRIDES = [
     "model.backbone=resnet34_ibn_a",
     "model.pretrained=/tmp/w.pth",
     "trainer.max_epochs=3",
-    "+trainer.max_steps=10",
-    "+trainer.limit_val_batches=2",
+    "trainer.max_steps=10",
+    "trainer.limit_val_batches=2",
     "trainer.precision=bf16-mixed",
     "trainer.devices=1",
     "logger=csv",
@@ -63,6 +63,6 @@ def test_every_logger_config_builds_its_logger(compose_train, logger, monkeypatc
 def test_a_tensorboard_run_writes_event_files(compose_train, tmp_path):
     from pathlib import Path
 
-    cfg = compose_train("logger=tensorboard", "+trainer.max_steps=2")
+    cfg = compose_train("logger=tensorboard", "trainer.max_steps=2")
     train(cfg)
     assert list((Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"))

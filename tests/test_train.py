@@ -68,7 +68,7 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
     compose_train, stage, stepped, idle
 ):
     cfg = compose_train(
-        f"stage={stage}", "+trainer.max_steps=2", "trainer.check_val_every_n_epoch=5"
+        f"stage={stage}", "trainer.max_steps=2", "trainer.check_val_every_n_epoch=5"
     )
     with open_dict(cfg):
         cfg.model.num_classes = 6
@@ -108,7 +108,7 @@ def test_a_later_stage_starts_from_the_earlier_stages_weights(compose_train):
 
 
 def test_stage3_trains_with_bf16_mixed_precision_and_manual_optimization(compose_train):
-    cfg = compose_train("stage=real_haze", "trainer.precision=bf16-mixed", "+trainer.max_steps=2")
+    cfg = compose_train("stage=real_haze", "trainer.precision=bf16-mixed", "trainer.max_steps=2")
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss_epoch"]))
 
@@ -134,7 +134,7 @@ def test_rvsl_train_runs_as_a_user_types_it(tiny_fvrid, tmp_path):
             *TINY_OVERRIDES,
             f"data.root={tiny_fvrid}",
             "stage=real_clear",
-            "+trainer.max_steps=2",
+            "trainer.max_steps=2",
         ],
         cwd=tmp_path,
         env=env,
