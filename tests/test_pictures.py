@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rvsl.engine.pictures import GREEN, RED, dehazing_panel, rank_list
+from rvsl.engine.pictures import GREEN, RED, dehazing_panel, rank_list, shown_gallery
 from rvsl.metrics.restoration import dehazing_quality
 
 
@@ -47,3 +47,25 @@ def test_dehazing_quality_is_psnr_and_ssim_of_the_clamped_output_against_the_cle
     quality = dehazing_quality(_IdentityDehazer(), [{"clear": clear, "hazy": hazy}])
     assert quality["psnr"] == pytest.approx(10 * math.log10(1 / 0.05**2), abs=1e-3)
     assert 0.9 < quality["ssim"] < 1.0
+
+
+def test_rank_lists_drawn_on_the_shown_gallery_subset_equal_those_on_the_whole_gallery():
+    torch.manual_seed(0)
+    queries, gallery = torch.rand(3, 3, 8, 8), torch.rand(40, 3, 8, 8)
+    distmat = torch.randint(0, 5, (3, 40)).float()  # many ties: the stable order must hold
+    q_pids, g_pids = torch.tensor([0, 1, 2]), torch.randint(0, 4, (40,))
+    q_cams, g_cams = torch.tensor([0, 0, 1]), torch.randint(0, 2, (40,))
+    full = rank_list(queries, gallery, distmat, q_pids, g_pids, q_cams, g_cams, top_k=5)
+    shown = shown_gallery(distmat, q_pids, g_pids, q_cams, g_cams, top_k=5)
+    assert len(shown) < 40
+    subset = rank_list(
+        queries,
+        gallery[shown],
+        distmat[:, shown],
+        q_pids,
+        g_pids[shown],
+        q_cams,
+        g_cams[shown],
+        top_k=5,
+    )
+    np.testing.assert_array_equal(subset, full)

@@ -66,3 +66,20 @@ def rank_list(
         tiles += [torch.ones_like(tiles[0])] * (top_k + 1 - len(tiles))
         rows.extend(tiles)
     return to_uint8(make_grid(torch.stack(rows), nrow=top_k + 1, padding=2, pad_value=1.0))
+
+
+def shown_gallery(
+    distmat: torch.Tensor,
+    q_pids: torch.Tensor,
+    g_pids: torch.Tensor,
+    q_camids: torch.Tensor,
+    g_camids: torch.Tensor,
+    top_k: int = 10,
+) -> torch.Tensor:
+    """Sorted gallery indices that :func:`rank_list` can show: every query's ``top_k`` under
+    the protocol, in its stable order. Rank lists drawn on this subset are identical, and
+    only these images need loading."""
+    same = (g_pids[None, :] == q_pids[:, None]) & (g_camids[None, :] == q_camids[:, None])
+    masked = distmat.masked_fill(same, float("inf"))
+    order = torch.argsort(masked, dim=1, stable=True)[:, :top_k]
+    return torch.unique(order[torch.gather(masked, 1, order).isfinite()])

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.pictures import dehazing_panel, rank_list, save_png
+from rvsl.engine.pictures import dehazing_panel, rank_list, save_png, shown_gallery
 from rvsl.metrics.distance import pairwise_distance
 from rvsl.metrics.restoration import dehazing_quality
 from rvsl.models.rvsl_net import RVSLNet
@@ -39,15 +39,22 @@ def rank_list_picture(
     q = torch.nonzero(is_query).squeeze(1)[:num_queries]
     g = torch.nonzero(~is_query).squeeze(1)
     distmat = pairwise_distance(feats[q], feats[g])
+    # Load only the gallery images that can appear: each query's top_k under the protocol
+    # (same identity AND camera left out), chosen with the stable order rank_list uses.
+    # A whole gallery of images would not fit in memory at FVRID size.
+    shown = shown_gallery(distmat, pids[q], pids[g], camids[q], camids[g], top_k)
     dataset = loader.dataset
-    # only the pictures that can appear: the queries and their nearest gallery images
-    shown = torch.unique(torch.topk(distmat, min(len(g), 3 * top_k), largest=False).indices)
-    gallery_images = torch.zeros(len(g), *dataset[int(g[0])]["image"].shape)
-    for j in shown.tolist():
-        gallery_images[j] = dataset[int(g[j])]["image"]
+    gallery_images = torch.stack([dataset[int(g[j])]["image"] for j in shown.tolist()])
     query_images = torch.stack([dataset[int(i)]["image"] for i in q])
     return rank_list(
-        query_images, gallery_images, distmat, pids[q], pids[g], camids[q], camids[g], top_k
+        query_images,
+        gallery_images,
+        distmat[:, shown],
+        pids[q],
+        pids[g][shown],
+        camids[q],
+        camids[g][shown],
+        top_k,
     )
 
 
