@@ -158,6 +158,43 @@ def test_matches_a_per_query_loop_with_float64_integer_and_negative_distances():
         assert_same_result(evaluate_rank(dist, *labels), reference_evaluate_rank(dist, *labels))
 
 
+def clustered_split(seed, num_q=40, num_g=600, num_ids=60, noise=0.3, quantum=None):
+    """Feature clusters per identity: true matches rank near the top, as with a trained model.
+
+    ``quantum`` rounds the distances to multiples of it, to create exact ties.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.randn(num_ids, 16, generator=gen)
+    q_pids = torch.randint(num_ids, (num_q,), generator=gen)
+    g_pids = torch.randint(num_ids, (num_g,), generator=gen)
+    q_feat = centers[q_pids] + noise * torch.randn(num_q, 16, generator=gen)
+    g_feat = centers[g_pids] + noise * torch.randn(num_g, 16, generator=gen)
+    distmat = torch.cdist(q_feat, g_feat).numpy()
+    if quantum is not None:
+        distmat = (np.round(distmat / quantum) * quantum).astype(np.float32)
+    q_cams = torch.randint(4, (num_q,), generator=gen).numpy()
+    g_cams = torch.randint(4, (num_g,), generator=gen).numpy()
+    return distmat, q_pids.numpy(), g_pids.numpy(), q_cams, g_cams
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("quantum", [None, 0.05])
+def test_matches_a_per_query_loop_when_true_matches_rank_near_the_top(seed, quantum):
+    # Few gallery entries precede the last true match: the fast path sorts only those.
+    split = clustered_split(seed, quantum=quantum)
+    assert_same_result(evaluate_rank(*split), reference_evaluate_rank(*split))
+    assert_same_result(evaluate_rank(*split, chunk_elements=1000), reference_evaluate_rank(*split))
+
+
+def test_infinite_distances_and_negative_zero_rank_like_their_values():
+    distmat, *labels = clustered_split(7, num_q=12, num_g=200)
+    distmat[:, ::7] = np.inf
+    distmat[:, 1::9] = -0.0
+    distmat[:, 2::9] = 0.0
+    distmat[0, :] = np.inf  # a query whose every distance is infinite: all ties
+    assert_same_result(evaluate_rank(distmat, *labels), reference_evaluate_rank(distmat, *labels))
+
+
 @pytest.mark.parametrize("chunk_elements", [1, 45, 10**9])
 def test_chunking_does_not_change_the_result(chunk_elements):
     split = random_split(3, num_q=17, num_g=45, distinct_values=4)

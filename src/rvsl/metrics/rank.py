@@ -10,11 +10,16 @@ skipped. Over the remaining ("kept") ranking, with true matches at 0-based kept 
 * AP: ``(1/m) sum_j j / (p_j + 1)``, the mean precision at each true match; mAP averages it;
 * INP: ``m / (p_m + 1)``, the precision at the hardest true match (Ye et al., TPAMI 2021).
 
-The implementation never argsorts a row. Per chunk of queries it sorts a copy of the distance
-values (numpy's vectorised sort, several times faster than a stable argsort) and binary-searches
-the position of each true match in its sorted row; exact ties with a true match are resolved
-by gallery index, so the result equals that of the stable-argsort protocol. Apart from the
-sorted copy, only the (query, gallery) pairs that share an identity are materialised.
+The implementation never argsorts a row. All it needs per true match is its position, the
+number of gallery entries of its row with a smaller distance (plus the tied ones at a smaller
+gallery index). Per chunk of queries, only entries no farther than the row's farthest true match
+can precede one; for float32 distances these "candidates" are packed into int64 keys
+(row, order-preserving bits of the distance), sorted once, and each true match's position is a
+binary search among them. With a reasonable model the candidates are a small fraction of the
+gallery, so this is several times cheaper than sorting whole rows; when they are not (or for
+other dtypes), whole rows are sorted instead. Exact ties with a true match are resolved by
+gallery index, so the result equals that of the stable-argsort protocol. Apart from these
+buffers, only the (query, gallery) pairs that share an identity are materialised.
 """
 
 from __future__ import annotations
@@ -59,11 +64,10 @@ def evaluate_rank(
     first = np.zeros(num_q, dtype=np.int64)
     valid = np.zeros(num_q, dtype=bool)
     rows_per_chunk = min(num_q, max(1, chunk_elements // num_g))
-    sort_buffer = np.empty((rows_per_chunk, num_g), dtype=distmat.dtype)
     for start in range(0, num_q, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, num_q))
         ap[rows], inp[rows], first[rows], valid[rows] = _rank_chunk(
-            distmat[rows], q_pids[rows], q_camids[rows], g_camids, gallery, sort_buffer
+            distmat[rows], q_pids[rows], q_camids[rows], g_camids, gallery
         )
 
     num_valid = int(valid.sum())
@@ -109,37 +113,25 @@ def _rank_chunk(
     q_camids: np.ndarray,
     g_camids: np.ndarray,
     gallery: _GalleryByIdentity,
-    sort_buffer: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per query of the chunk: AP, INP, kept position of the first true match, validity.
-
-    ``sort_buffer`` (at least as many rows as ``dist``) is scratch space for the sorted rows.
-    """
+    """Per query of the chunk: AP, INP, kept position of the first true match, validity."""
     num_rows, num_g = dist.shape
     rows, cols = gallery.matches(q_pids)
     values = dist[rows, cols]
     removed = g_camids[cols] == q_camids[rows]  # same identity AND same camera
 
     # Walk each row's same-identity entries in ranking order: (distance, gallery index).
-    walk = np.lexsort((cols, values, rows))
+    walk = _walk_order(rows, cols, values)
     rows, cols, values, removed = rows[walk], cols[walk], values[walk], removed[walk]
     removed_before = _cumcount_in_row(rows, removed.astype(np.int64), exclusive=True)
     good = ~removed
     rows, cols, values, removed_before = rows[good], cols[good], values[good], removed_before[good]
     hits = _cumcount_in_row(rows, np.ones(len(rows), dtype=np.int64), exclusive=False)
 
-    # Stable position of each true match among ALL entries of its row:
-    # #(d < v) from the sorted row, plus #(d == v at a smaller gallery index) where v is tied.
-    sorted_rows = sort_buffer[:num_rows]
-    sorted_rows[...] = dist
-    sorted_rows.sort(axis=1)
-    if np.issubdtype(dist.dtype, np.floating) and np.isnan(sorted_rows[:, -1]).any():
-        raise ValueError("distmat contains NaN, so the ranking is undefined")
-    flat = sorted_rows.reshape(-1)
-    position = _count_less(flat, num_g, rows, values)
-    after = rows * num_g + np.minimum(position + 1, num_g - 1)
-    tied = np.flatnonzero((position + 1 < num_g) & (flat[after] == values))
-    block_rows = len(sort_buffer)
+    # Stable position of each true match among ALL entries of its row: #(d < v), plus
+    # #(d == v at a smaller gallery index) where v is tied with another entry.
+    position, tied = _count_less(dist, rows, values)
+    block_rows = max(1, dist.shape[0])
     position[tied] += _count_equal_before(dist, rows[tied], cols[tied], values[tied], block_rows)
     kept_position = position - removed_before  # removed entries before it no longer count
 
@@ -156,7 +148,78 @@ def _rank_chunk(
     return ap, inp, first, valid
 
 
+def _walk_order(rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Permutation sorting pairs by (row, value, col); ``cols`` ascend within each row.
+
+    For float32 a stable argsort of packed (row, value) keys keeps the column order and is
+    several times faster than ``np.lexsort`` on three keys.
+    """
+    if values.dtype == np.float32:
+        return np.argsort(_packed_keys(rows, values), kind="stable")
+    return np.lexsort((cols, values, rows))
+
+
+def _packed_keys(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like ``(row, value)`` for float32 ``values`` without NaN.
+
+    IEEE-754 bits read as int32 are monotone for non-negative floats and reversed for negative
+    ones, so negative values get their magnitude bits flipped; adding 0.0 first maps -0.0 to
+    +0.0, which compare equal as floats.
+    """
+    bits = (values + np.float32(0.0)).view(np.int32)
+    if len(bits) and bits.min() < 0:
+        bits = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+    return (rows.astype(np.int64) << 32) + (bits.astype(np.int64) + (1 << 31))
+
+
 def _count_less(
+    dist: np.ndarray, rows: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per true match ``(row, value)``: ``#(dist[row] < value)``, and which values are tied.
+
+    ``rows`` ascend and ``values`` ascend within a row. Only entries no farther than the row's
+    last true match can precede one, so just these candidates are gathered, padded to the
+    longest row of candidates and sorted row-wise; each value's count is then a binary search
+    in its sorted row. ``tied`` lists the values that another entry of their row equals.
+    """
+    num_rows, num_g = dist.shape
+    if np.issubdtype(dist.dtype, np.floating) and np.isnan(dist.max()):
+        raise ValueError("distmat contains NaN, so the ranking is undefined")
+    if not len(rows):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    limit = np.full(num_rows, _lowest(dist.dtype), dtype=dist.dtype)
+    last_of_row = np.r_[rows[1:] != rows[:-1], True]
+    limit[rows[last_of_row]] = values[last_of_row]
+    flat_index = np.flatnonzero(dist <= limit[:, None])
+    candidate_rows = flat_index // num_g
+    per_row = np.bincount(candidate_rows, minlength=num_rows)
+    width = int(per_row.max())
+    if width * num_rows >= num_g * num_rows // 2:
+        sorted_rows = np.sort(dist, axis=1)  # padding would save little: sort whole rows
+    else:
+        # Padding sorts after every candidate; a value equal to it is flagged as tied and
+        # then counted exactly on the unpadded row.
+        sorted_rows = np.full((num_rows, width), _highest(dist.dtype), dtype=dist.dtype)
+        slot = np.arange(len(flat_index)) - (np.cumsum(per_row) - per_row)[candidate_rows]
+        sorted_rows[candidate_rows, slot] = dist.reshape(-1)[flat_index]
+        sorted_rows.sort(axis=1)
+    width = sorted_rows.shape[1]
+    flat = sorted_rows.reshape(-1)
+    position = _binary_search_rows(flat, width, rows, values)
+    after = rows * width + np.minimum(position + 1, width - 1)
+    tied = np.flatnonzero((position + 1 < width) & (flat[after] == values))
+    return position, tied
+
+
+def _lowest(dtype: np.dtype) -> Any:
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
+def _highest(dtype: np.dtype) -> Any:
+    return np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
+
+
+def _binary_search_rows(
     flat_sorted_rows: np.ndarray, num_cols: int, rows: np.ndarray, values: np.ndarray
 ) -> np.ndarray:
     """Per value, ``#(sorted_row[row] < value)`` for a flattened matrix of ascending rows.
