@@ -35,8 +35,18 @@ def upsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
     dy, dx = size[0] - x.shape[-2], size[1] - x.shape[-1]
     if dy or dx:
-        x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        top, left = _floor_half(dy), _floor_half(dx)
+        x = F.pad(x, [left, dx - left, top, dy - top])
     return x
+
+
+def _floor_half(d: int) -> int:
+    """``d // 2`` written with non-negative operands only.
+
+    Under ONNX tracing ``d`` is a traced shape and ``//`` exports as ONNX ``Div``, which
+    truncates toward zero: ``-1 // 2`` would become 0 and crop the wrong row.
+    """
+    return d // 2 if d >= 0 else -((1 - d) // 2)
 
 
 class Generator(nn.Module):

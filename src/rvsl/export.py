@@ -1,0 +1,305 @@
+"""ONNX export of a trained RVSL network: the embedding path and the dehazer.
+
+``export_onnx`` writes ``embed_<branch>.onnx`` (one branch's encoder -> ReID trunk -> pool ->
+BNNeck: input ``images`` (B, 3, H, W), output ``features`` (B, D)), ``dehaze.onnx`` (hazy
+encoder -> clear generator: input ``hazy``, output ``dehazed``, same size and normalisation as
+the input) and ``export.json``, a manifest saying how to feed them. Only the batch axis is
+dynamic; H and W are fixed at export. ``verify_onnx`` checks ONNX Runtime against PyTorch.
+
+Exporter: the TorchScript-based one (``dynamo=False``, ``dynamic_axes``). The default dynamo
+exporter of torch 2.14 needs ``onnxscript``, which is not installed; the TorchScript exporter
+needs only ``onnx`` (in the ``dev`` extra, as is ``onnxruntime``) and handles every op of this
+network (IBN's InstanceNorm, bilinear Resize with align_corners, Pad); the generator's pad
+arithmetic is written so that it exports exactly (``generator._floor_half``). It is
+deprecated and says so on
+every call: that warning and a few known-harmless ones are silenced around the call only
+(see ``_quiet_exporter``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rvsl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rvsl.models.rvsl_net import RVSLNet
+
+DEFAULT_OPSET = 17  # run by every ONNX Runtime since 1.11 and by most other runtimes
+MIN_OPSET = 11  # Resize with align_corners
+MAX_OPSET = 20  # the TorchScript exporter's highest (torch.onnx._constants)
+BRANCHES = ("hazy", "clear")
+MANIFEST = "export.json"
+
+
+class EmbedModel(nn.Module):
+    """One branch's embedding: ``RVSLNet.embed(images, branch)`` as a single-tensor module."""
+
+    def __init__(self, net: RVSLNet, branch: str = "hazy") -> None:
+        super().__init__()
+        if branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
+        self.net = net
+        self.branch = branch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(images, self.branch)[f"feat_{self.branch}"]
+
+
+class DehazeModel(nn.Module):
+    """The dehazer, ``RVSLNet.dehaze(hazy)``, as a module to export."""
+
+    def __init__(self, net: RVSLNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, hazy: torch.Tensor) -> torch.Tensor:
+        return self.net.dehaze(hazy)
+
+
+def require(package: str) -> None:
+    """Raise ModuleNotFoundError naming ``package`` (``onnx`` to export, ``onnxruntime`` to verify).
+
+    Both are optional dependencies of rvsl (the ``dev`` extra), so the message says how to get them.
+    """
+    if importlib.util.find_spec(package) is None:
+        raise ModuleNotFoundError(
+            f"ONNX export needs the {package!r} package, which is not installed "
+            f"(pip install {package})",
+            name=package,
+        )
+
+
+def _device(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+def _cpu_eval_copy(net: RVSLNet) -> RVSLNet:
+    """A float32 CPU copy in eval mode: the caller's network keeps its device and mode."""
+    return copy.deepcopy(net).to("cpu", torch.float32).eval()
+
+
+def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    h, w = (int(s) for s in image_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"image_size must be positive, got {(h, w)}")
+    return h, w
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the known-harmless warnings an export of this network raises, and nothing else.
+
+    - the deprecation notice of the TorchScript exporter (chosen on purpose, see module doc);
+    - ``setup_onnx_logging`` deprecation, raised by the exporter's own internals;
+    - "operator 'instance_norm' is set to train=True": IBN's InstanceNorm keeps no running
+      statistics, so it normalises per instance in eval mode too, which is what is exported;
+    - "Constant folding - Only steps=1 ...": a missed graph simplification around the crop
+      (H or W not a multiple of 4), not an error;
+    - TracerWarnings raised inside torch itself (InstanceNorm's input checks): torch ignores
+      these by default (``TracerWarning.ignore_lib_warnings``), test runners re-enable them;
+    - TracerWarnings of the generator's pad/crop branch: H and W are fixed at export, so
+      that branch is meant to be a constant.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\."
+        )
+        warnings.filterwarnings(
+            "ignore", ".*operator 'instance_norm' is set to train=True", UserWarning
+        )
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.")
+        warnings.filterwarnings(
+            "ignore", category=torch.jit.TracerWarning, module=r"rvsl\.models\.generator"
+        )
+        yield
+
+
+def export_module(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | os.PathLike[str],
+    input_name: str,
+    output_name: str,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export a one-input, one-output eval-mode module with a dynamic batch axis, atomically."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
+    require("onnx")  # the TorchScript exporter imports it to write the file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its 0600 mode would survive the rename; this file gets the umask's mode.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            torch.onnx.export(
+                module.eval(),
+                (example,),
+                tmp,
+                dynamo=False,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def export_embed(
+    net: RVSLNet,
+    path: str | os.PathLike[str],
+    image_size: int | Sequence[int] = 256,
+    opset: int = DEFAULT_OPSET,
+    branch: str = "hazy",
+) -> Path:
+    """Write only the embedding model (``images`` -> ``features``) to ``path``."""
+    h, w = _size_pair(image_size)
+    model = EmbedModel(_cpu_eval_copy(net), branch)
+    return export_module(model, torch.rand(2, 3, h, w), path, "images", "features", opset)
+
+
+def export_onnx(
+    net: RVSLNet,
+    out_dir: str | os.PathLike[str],
+    image_size: int | Sequence[int] = 256,
+    opset: int = DEFAULT_OPSET,
+    branch: str = "hazy",
+    normalize: bool = False,
+) -> dict[str, Path]:
+    """Write ``embed_<branch>.onnx``, ``dehaze.onnx`` and ``export.json`` into ``out_dir``.
+
+    ``normalize`` records in the manifest whether the network was trained on ImageNet-
+    normalised inputs (``data.normalize``; off by default, as in the reference); the models
+    themselves take whatever the network took. Returns the paths under the keys ``embed``,
+    ``dehaze`` and ``manifest``. Existing files of these names are replaced.
+    """
+    h, w = _size_pair(image_size)
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
+    out_dir = Path(out_dir)
+    cpu_net = _cpu_eval_copy(net)
+    example = torch.rand(2, 3, h, w)
+    paths = {
+        "embed": export_module(
+            EmbedModel(cpu_net, branch),
+            example,
+            out_dir / f"embed_{branch}.onnx",
+            "images",
+            "features",
+            opset,
+        ),
+        "dehaze": export_module(
+            DehazeModel(cpu_net), example, out_dir / "dehaze.onnx", "hazy", "dehazed", opset
+        ),
+    }
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0,) * 3, (1.0,) * 3)
+    manifest = {
+        "format": 1,
+        "backbone": net.backbone,
+        "feature_dim": net.feature_dim,
+        "branch": branch,
+        "image_size": [h, w],
+        "opset": opset,
+        "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
+        "input": {
+            "layout": "NCHW, RGB, float32; batch axis dynamic, H and W fixed",
+            "preprocess": "resize to image_size, divide by 255, then (x - mean) / std",
+            "normalize": normalize,
+            "mean": list(mean),
+            "std": list(std),
+        },
+        "files": {
+            "embed": {
+                "file": paths["embed"].name,
+                "input": "images",
+                "output": "features",
+                "output_shape": ["batch", net.feature_dim],
+            },
+            "dehaze": {
+                "file": paths["dehaze"].name,
+                "input": "hazy",
+                "output": "dehazed",
+                "output_shape": ["batch", 3, h, w],
+                "note": "same normalisation as the input; no output activation, clamp to show",
+            },
+        },
+    }
+    paths["manifest"] = out_dir / MANIFEST
+    paths["manifest"].write_text(json.dumps(manifest, indent=2) + "\n")
+    return paths
+
+
+def _session(path: Path):
+    require("onnxruntime")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(
+    net: RVSLNet,
+    paths: dict[str, Path],
+    image_size: int | Sequence[int] = 256,
+    batch: int = 3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Max abs error of ONNX Runtime (CPU) against PyTorch at batch sizes 1 and ``batch``.
+
+    Random uniform [0, 1) inputs; compares with ``RVSLNet.embed`` and ``RVSLNet.dehaze``
+    themselves. Keys: ``features@1``, ``features@<batch>``, ``dehazed@1``, ``dehazed@<batch>``
+    (only for the models present in ``paths``).
+    """
+    if batch < 2:
+        raise ValueError(f"batch must be at least 2 (1 is always checked), got {batch}")
+    h, w = _size_pair(image_size)
+    cpu_net = _cpu_eval_copy(net)
+    gen = torch.Generator().manual_seed(seed)
+    errors: dict[str, float] = {}
+    if "embed" in paths:
+        branch = Path(paths["embed"]).stem.removeprefix("embed_")
+        session = _session(Path(paths["embed"]))
+        for n in (1, batch):
+            images = torch.rand(n, 3, h, w, generator=gen)
+            with torch.inference_mode():
+                expected = cpu_net.embed(images, branch)[f"feat_{branch}"].numpy()
+            (got,) = session.run(["features"], {"images": images.numpy()})
+            errors[f"features@{n}"] = _max_abs(got, expected)
+    if "dehaze" in paths:
+        session = _session(Path(paths["dehaze"]))
+        for n in (1, batch):
+            hazy = torch.rand(n, 3, h, w, generator=gen)
+            with torch.inference_mode():
+                expected = cpu_net.dehaze(hazy).numpy()
+            (got,) = session.run(["dehazed"], {"hazy": hazy.numpy()})
+            errors[f"dehazed@{n}"] = _max_abs(got, expected)
+    return errors
+
+
+def _max_abs(got: np.ndarray, expected: np.ndarray) -> float:
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.abs(got - expected).max())
