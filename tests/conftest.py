@@ -50,30 +50,59 @@ TINY_OVERRIDES = [
 ]
 
 
-@pytest.fixture
-def compose_train(tiny_fvrid, tmp_path):
-    """Compose the REAL ``train`` config, shrunk to a CPU run of seconds, as rvsl-train would."""
+def _composer(config_name, base_overrides, data_root, output_dir):
+    """compose(config_name) as its CLI would, with the caller's overrides on top of a base.
+
+    The caller's choice of a group or key (data=..., experiment=...) replaces the base's.
+    GlobalHydra stays initialised so hydra.utils can resolve what the config names.
+    """
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     def _compose(*overrides: str):
-        # the caller's choice of a group (data=..., experiment=...) replaces the tiny default
         chosen = {o.split("=", 1)[0] for o in overrides if "=" in o}
-        base = [o for o in TINY_OVERRIDES if o.lstrip("~").split("=", 1)[0] not in chosen]
+        base = [o for o in base_overrides if o.lstrip("~").split("=", 1)[0] not in chosen]
         GlobalHydra.instance().clear()
-        initialize_config_module(config_module="rvsl.conf", version_base="1.3")  # stays active
+        initialize_config_module(config_module="rvsl.conf", version_base="1.3")
         cfg = compose(
-            config_name="train",
-            overrides=[*base, f"data.root={tiny_fvrid}", *overrides],
+            config_name=config_name,
+            overrides=[*base, f"data.root={data_root}", *overrides],
             return_hydra_config=True,
         )
         HydraConfig().set_config(cfg)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.output_dir = str(output_dir / "run")
+            cfg.paths.log_dir = str(output_dir / "logs")
         return cfg
 
-    yield _compose
+    return _compose
+
+
+@pytest.fixture
+def compose_train(tiny_fvrid, tmp_path):
+    """Compose the REAL ``train`` config, shrunk to a CPU run of seconds, as rvsl-train would."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    yield _composer("train", TINY_OVERRIDES, tiny_fvrid, tmp_path)
+    GlobalHydra.instance().clear()
+
+
+EVAL_OVERRIDES = [
+    "data=fvrid",
+    "data.image_size=[32,32]",
+    "data.num_workers=0",
+    "data.pin_memory=false",
+    "data.eval_batch_size=16",
+    "device=cpu",
+]
+
+
+@pytest.fixture
+def compose_eval(tiny_fvrid, tmp_path):
+    """Compose the REAL ``eval`` config on the tiny dataset, as rvsl-eval would."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    yield _composer("eval", EVAL_OVERRIDES, tiny_fvrid, tmp_path)
     GlobalHydra.instance().clear()

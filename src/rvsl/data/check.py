@@ -112,6 +112,18 @@ def required_folders(stage: int, test_sets: Iterable[str] = tuple(TEST_SETS)) ->
     return [f for f in LAYOUT_FOLDERS if f in folders]
 
 
+def evaluation_folders(test_sets: Iterable[str] = tuple(TEST_SETS)) -> list[str]:
+    """Split folders an evaluation reads: query/gallery of ``test_sets``, plus the clear twins
+    of SYN's hazy images (ground truth of the dehazer)."""
+    folders = []
+    for name in test_sets:
+        top, query, gallery = TEST_SETS[name.upper()]
+        folders += [f"{top}/{query}", f"{top}/{gallery}"]
+        if top == SYN:
+            folders += [f"{SYN}/query_clear", f"{SYN}/gallery_clear"]
+    return [f for f in LAYOUT_FOLDERS if f in folders]
+
+
 def _verify_fast(path: Path) -> str | None:
     """Header-level check: PIL's verify (PNG: every chunk CRC up to IEND) plus, for JPEG, the
     end-of-image marker. Returns a reason or None."""

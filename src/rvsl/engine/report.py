@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.loggers import Logger
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.pictures import dehazing_panel, rank_list, save_png, shown_gallery
+from rvsl.engine.evaluate import extract_features
+from rvsl.engine.evaluate import rank_list_picture as draw_rank_lists
+from rvsl.engine.image_logging import log_picture
+from rvsl.engine.pictures import dehazing_panel, save_png
 from rvsl.metrics.distance import pairwise_distance
 from rvsl.metrics.restoration import dehazing_quality
 from rvsl.models.rvsl_net import RVSLNet
 
 
-@torch.no_grad()
 def rank_list_picture(
     net: RVSLNet,
     datamodule: RVSLDataModule,
@@ -25,37 +29,12 @@ def rank_list_picture(
     device: str | torch.device = "cpu",
 ) -> Any:
     """Rank lists of the first ``num_queries`` queries of ``test_set`` through one branch."""
-    index = datamodule.val_set_names.index(test_set)
-    loader = datamodule.val_dataloader()[index]
-    feats, pids, camids, is_query = [], [], [], []
-    net.eval()
-    for batch in loader:
-        feats.append(net.embed(batch["image"].to(device), branch)[f"feat_{branch}"].float().cpu())
-        pids.append(batch["pid"])
-        camids.append(batch["camid"])
-        is_query.append(batch["is_query"])
-    feats, pids, camids = torch.cat(feats), torch.cat(pids), torch.cat(camids)
-    is_query = torch.cat(is_query).bool()
-    q = torch.nonzero(is_query).squeeze(1)[:num_queries]
-    g = torch.nonzero(~is_query).squeeze(1)
-    distmat = pairwise_distance(feats[q], feats[g])
-    # Load only the gallery images that can appear: each query's top_k under the protocol
-    # (same identity AND camera left out), chosen with the stable order rank_list uses.
-    # A whole gallery of images would not fit in memory at FVRID size.
-    shown = shown_gallery(distmat, pids[q], pids[g], camids[q], camids[g], top_k)
-    dataset = loader.dataset
-    gallery_images = torch.stack([dataset[int(g[j])]["image"] for j in shown.tolist()])
-    query_images = torch.stack([dataset[int(i)]["image"] for i in q])
-    return rank_list(
-        query_images,
-        gallery_images,
-        distmat[:, shown],
-        pids[q],
-        pids[g][shown],
-        camids[q],
-        camids[g][shown],
-        top_k,
-    )
+    loader = datamodule.val_dataloader()[datamodule.val_set_names.index(test_set)]
+    split = extract_features(net, loader, (branch,), device)
+    q, g = split.query[:num_queries], split.gallery
+    features = split.features[branch]
+    distmat = pairwise_distance(features[q], features[g])
+    return draw_rank_lists(loader.dataset, split, distmat, num_queries, top_k)
 
 
 def stage_report(
@@ -64,9 +43,12 @@ def stage_report(
     out_dir: str | Path,
     device: str | torch.device = "cpu",
     dehazing: bool = True,
+    loggers: Iterable[Logger] = (),
+    step: int | None = None,
 ) -> dict[str, float]:
     """SSIM/PSNR of the dehazer on SYN (when ``dehazing``: the baseline has no trained
-    generator), and PNGs in ``out_dir/pictures``."""
+    generator), and PNGs in ``out_dir/pictures``, also logged to ``loggers`` at ``step``."""
+    loggers = list(loggers)
     out = Path(out_dir) / "pictures"
     results: dict[str, float] = {}
     if dehazing and "SYN" in datamodule.val_set_names:
@@ -78,9 +60,12 @@ def stage_report(
         with torch.no_grad():
             net.eval()
             dehazed = net.dehaze(hazy).cpu()
-        save_png(dehazing_panel(hazy.cpu(), dehazed, clear), out / "dehazing_SYN.png")
+        panel = dehazing_panel(hazy.cpu(), dehazed, clear)
+        save_png(panel, out / "dehazing_SYN.png")
+        log_picture(loggers, "pictures/best/dehazing_SYN", panel, step=step)
     target = "REAL_FOGGY" if "REAL_FOGGY" in datamodule.val_set_names else None
     if target is not None:
         picture = rank_list_picture(net, datamodule, target, device=device)
         save_png(picture, out / f"rank_list_{target}.png")
+        log_picture(loggers, f"pictures/best/rank_list_{target}", picture, step=step)
     return results

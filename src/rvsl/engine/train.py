@@ -104,5 +104,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     cfg.paths.output_dir,
                     device=model.device,
                     dehazing=model.stage != "baseline",
+                    loggers=trainer.loggers,
+                    step=trainer.global_step,
                 )
+                for logger in trainer.loggers:  # validate closed them: write the report's pictures
+                    logger.finalize("success")
     return metrics

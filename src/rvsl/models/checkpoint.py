@@ -37,13 +37,15 @@ def load_untrusted(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many kinds of error on foreign bytes
-        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+        refused = "Weights only load failed" in str(err) and "Unsupported operand" not in str(err)
+        if isinstance(err, pickle.UnpicklingError) and refused:
             raise CheckpointError(
                 f"{path}: refused to load: it holds Python objects beyond tensors and plain "
                 "containers, which could run code when unpickled; only weights are accepted"
             ) from None
+        reason = str(err).split("\n")[0] if "Unsupported operand" not in str(err) else "bad bytes"
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {reason})"
         ) from None
 
 
@@ -101,6 +103,18 @@ def load_net(path: str | os.PathLike[str], map_location: str | torch.device = "c
     net = RVSLNet(**meta["net"])
     prefixed = ckpt.get("state_dict", {})
     state = {k[len(NET_PREFIX) :]: v for k, v in prefixed.items() if k.startswith(NET_PREFIX)}
+    expected = net.state_dict()
+    mis_shaped = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if mis_shaped:
+        raise CheckpointError(
+            f"{path}: weights do not fit the network it describes ({meta['net']}); "
+            f"{len(mis_shaped)} tensors have other shapes (checkpoint vs network), e.g. "
+            f"{_short(mis_shaped, limit=3)}"
+        )
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

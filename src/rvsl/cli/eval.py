@@ -1,0 +1,115 @@
+"""``rvsl-eval checkpoint=PATH [data=fvrid data.root=PATH] [test_set=...] [eval.*=...]``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rvsl.data.check import evaluation_folders, require_valid_dataset
+from rvsl.data.datamodule import RVSLDataModule
+from rvsl.data.fvrid import TEST_SETS
+from rvsl.engine.evaluate import (
+    EvalOptions,
+    EvaluationError,
+    evaluate,
+    log_results,
+    results_table,
+)
+from rvsl.engine.train import RunConfigError, instantiate_group
+from rvsl.inference import Reidentifier
+from rvsl.models.checkpoint import CheckpointError
+
+log = logging.getLogger("rvsl-eval")
+
+
+def parse_test_set(choice: str) -> list[str]:
+    """``all`` or one name (any case) -> test set names; an unknown name is an error."""
+    if str(choice).lower() == "all":
+        return list(TEST_SETS)
+    name = str(choice).upper()
+    if name not in TEST_SETS:
+        raise RunConfigError(
+            f"test_set={choice}: unknown test set; expected one of {', '.join(TEST_SETS)} or all"
+        )
+    return [name]
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunConfigError(f"device={choice}: CUDA is not available on this machine")
+    return device
+
+
+def prepare_data(cfg: DictConfig, names: list[str]) -> RVSLDataModule:
+    """The datamodule of ``names`` with its test folders checked: bad data fails here."""
+    try:
+        datamodule: RVSLDataModule = hydra.utils.instantiate(cfg.data, test_sets=names)
+        require_valid_dataset(datamodule.root, folders=evaluation_folders(names), fast=True)
+        datamodule.setup("test")
+    except hydra.errors.InstantiationException as err:
+        raise RunConfigError(f"data: {err.__cause__ or err}") from err
+    except (FileNotFoundError, ValueError) as err:
+        raise RunConfigError(f"data.root={cfg.data.root}: {err}") from err
+    return datamodule
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Load, evaluate, write ``results.json`` / ``results.md`` into the run folder."""
+    checkpoint = Path(cfg.checkpoint)
+    if not checkpoint.is_file():
+        raise RunConfigError(f"checkpoint={cfg.checkpoint}: no such file")
+    options = EvalOptions(**OmegaConf.to_container(cfg.eval, resolve=True))
+    device = pick_device(cfg.device)
+    names = parse_test_set(cfg.test_set)
+    datamodule = prepare_data(cfg, names)
+    reidentifier = Reidentifier.from_checkpoint(checkpoint, device=device)
+    trained_at = reidentifier.trained_image_size
+    if trained_at is not None and trained_at != tuple(datamodule.image_size):
+        log.warning(
+            "the checkpoint was trained at %s but data.image_size is %s; evaluating at %s",
+            trained_at,
+            datamodule.image_size,
+            datamodule.image_size,
+        )
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = evaluate(
+        reidentifier.net,
+        datamodule,
+        options,
+        device,
+        out_dir=out_dir if cfg.pictures else None,
+        num_picture_queries=cfg.num_picture_queries,
+        export_features=cfg.export_features,
+    )
+    results = {"checkpoint": str(checkpoint.resolve()), **results}
+    table = results_table(results)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "results.md").write_text(f"# rvsl-eval {checkpoint.name}\n\n{table}\n")
+    log_results(instantiate_group(cfg.get("logger")), results)
+    print(table)
+    print(f"\nresults: {out_dir / 'results.json'}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="pkg://rvsl.conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except (RunConfigError, CheckpointError, EvaluationError) as err:
+        log.error("rvsl-eval: %s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""Evaluate a network on the query/gallery test sets: features, rankings, metrics, pictures.
+
+The protocol is METHOD.md's: every test image goes through the requested branches (clear and
+hazy encoders), post-BNNeck features, Euclidean distance, same-identity same-camera gallery
+images removed, queries without a true match skipped; mAP, CMC rank-1/5/10 and mINP per
+(test set, branch), and SSIM/PSNR of the dehazer on SYN. Options a ReID user expects are in
+:class:`EvalOptions` (flip test-time augmentation, cosine distance, feature normalisation,
+k-reciprocal re-ranking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from rvsl.data.datamodule import RVSLDataModule
+from rvsl.engine.pictures import dehazing_panel, rank_list, save_png, shown_gallery
+from rvsl.metrics.distance import METRICS, pairwise_distance
+from rvsl.metrics.rank import evaluate_rank
+from rvsl.metrics.rerank import k_reciprocal_rerank
+from rvsl.metrics.restoration import dehazing_quality
+from rvsl.models.rvsl_net import RVSLNet
+
+BRANCHES = ("hazy", "clear")
+REID_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+
+
+class EvaluationError(ValueError):
+    """A test set or option that cannot be evaluated; the message names it."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to embed and rank. ``branches[0]`` is reported first (tables, pictures)."""
+
+    branches: tuple[str, ...] = BRANCHES
+    metric: str = "euclidean"
+    normalize: bool = False
+    flip: bool = False
+    rerank: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    max_rank: int = 50
+
+    def __post_init__(self) -> None:
+        branches = tuple(self.branches)
+        object.__setattr__(self, "branches", branches)
+        bad = [b for b in branches if b not in BRANCHES]
+        if not branches or bad or len(set(branches)) != len(branches):
+            raise EvaluationError(
+                f"eval.branches must list distinct names from {BRANCHES}, got {list(branches)}"
+            )
+        if self.metric not in METRICS:
+            raise EvaluationError(f"eval.metric must be one of {METRICS}, got {self.metric!r}")
+        if self.max_rank < 10:
+            raise EvaluationError(f"eval.max_rank must be at least 10, got {self.max_rank}")
+
+
+@dataclass
+class SplitFeatures:
+    """Embeddings of one test set (queries first, then gallery) and their labels."""
+
+    features: dict[str, torch.Tensor]  # branch -> (N, D) float32 on CPU
+    pids: torch.Tensor
+    camids: torch.Tensor
+    is_query: torch.Tensor  # bool
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def query(self) -> torch.Tensor:
+        return torch.nonzero(self.is_query).squeeze(1)
+
+    @property
+    def gallery(self) -> torch.Tensor:
+        return torch.nonzero(~self.is_query).squeeze(1)
+
+
+@torch.no_grad()
+def extract_features(
+    net: RVSLNet,
+    batches: Iterable[dict[str, Any]],
+    branches: Sequence[str] = BRANCHES,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+) -> SplitFeatures:
+    """Embed every image of a retrieval loader through each branch.
+
+    ``flip`` averages each feature with that of the horizontally flipped image (the usual
+    ReID test-time augmentation). Features come back as float32 on the CPU.
+    """
+    embed_branch = branches[0] if len(branches) == 1 else "both"
+    was_training = net.training
+    net.eval()
+    features: dict[str, list[torch.Tensor]] = {b: [] for b in branches}
+    pids, camids, is_query, paths = [], [], [], []
+    try:
+        for batch in batches:
+            images = batch["image"].to(device, non_blocking=True)
+            out = net.embed(images, embed_branch)
+            if flip:
+                flipped = net.embed(images.flip(-1), embed_branch)
+                out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
+            for b in branches:
+                features[b].append(out[f"feat_{b}"].float().cpu())
+            pids.append(batch["pid"])
+            camids.append(batch["camid"])
+            is_query.append(torch.as_tensor(batch["is_query"]).bool())
+            paths.extend(batch.get("path", []))
+    finally:
+        net.train(was_training)
+    if not pids:
+        raise EvaluationError("the test set holds no images")
+    return SplitFeatures(
+        {b: torch.cat(f) for b, f in features.items()},
+        torch.cat(pids).long(),
+        torch.cat(camids).long(),
+        torch.cat(is_query),
+        paths,
+    )
+
+
+def distance_matrix(split: SplitFeatures, branch: str, options: EvalOptions) -> torch.Tensor:
+    """(num_query, num_gallery) distances of one branch, re-ranked if ``options.rerank``."""
+    feats = split.features[branch]
+    query, gallery = feats[split.query], feats[split.gallery]
+    if options.rerank:
+        if options.normalize:
+            query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
+        return k_reciprocal_rerank(
+            query,
+            gallery,
+            k1=options.k1,
+            k2=options.k2,
+            lambda_value=options.lambda_value,
+            metric=options.metric,
+        )
+    return pairwise_distance(query, gallery, options.metric, options.normalize)
+
+
+def rank_split(
+    split: SplitFeatures, branch: str, options: EvalOptions, name: str = "test set"
+) -> tuple[dict[str, float], torch.Tensor]:
+    """ReID metrics (in %) of one branch on one split, and the distance matrix they rank."""
+    num_query, num_gallery = len(split.query), len(split.gallery)
+    if num_query == 0 or num_gallery == 0:
+        raise EvaluationError(
+            f"{name} has {num_query} query and {num_gallery} gallery images; both are needed"
+        )
+    distmat = distance_matrix(split, branch, options)
+    q, g = split.query, split.gallery
+    try:
+        result = evaluate_rank(
+            distmat,
+            split.pids[q],
+            split.pids[g],
+            split.camids[q],
+            split.camids[g],
+            max_rank=options.max_rank,
+        )
+    except ValueError as err:
+        raise EvaluationError(f"{name}: {err}") from err
+    cmc = result["cmc"]
+    metrics = {
+        "mAP": 100 * result["mAP"],
+        "rank1": 100 * float(cmc[0]),
+        "rank5": 100 * float(cmc[4]),
+        "rank10": 100 * float(cmc[9]),
+        "mINP": 100 * result["mINP"],
+        "num_query": num_query,
+        "num_gallery": num_gallery,
+        "num_valid_queries": int(result["num_valid_queries"]),
+    }
+    return metrics, distmat
+
+
+def rank_list_picture(
+    dataset: Dataset,
+    split: SplitFeatures,
+    distmat: torch.Tensor,
+    num_queries: int = 8,
+    top_k: int = 10,
+) -> np.ndarray:
+    """Rank lists of the first ``num_queries`` queries, loading only the images shown."""
+    q, g = split.query, split.gallery
+    rows = torch.arange(min(num_queries, len(q)))
+    dist = distmat[rows]
+    q_pids, g_pids = split.pids[q][rows], split.pids[g]
+    q_cams, g_cams = split.camids[q][rows], split.camids[g]
+    shown = shown_gallery(dist, q_pids, g_pids, q_cams, g_cams, top_k)
+    query_images = torch.stack([dataset[int(i)]["image"] for i in q[rows]])
+    gallery_images = torch.stack([dataset[int(g[j])]["image"] for j in shown.tolist()])
+    return rank_list(
+        query_images,
+        gallery_images,
+        dist[:, shown],
+        q_pids,
+        g_pids[shown],
+        q_cams,
+        g_cams[shown],
+        top_k,
+    )
+
+
+@torch.no_grad()
+def dehazed_samples(
+    net: RVSLNet, hazy: torch.Tensor, clear: torch.Tensor | None, device: str | torch.device
+) -> np.ndarray:
+    """Dehazing panel of a few images: hazy | dehazed | clear ground truth (when known)."""
+    was_training = net.training
+    net.eval()
+    try:
+        dehazed = net.dehaze(hazy.to(device)).float().cpu()
+    finally:
+        net.train(was_training)
+    return dehazing_panel(hazy, dehazed, clear)
+
+
+def evaluate(
+    net: RVSLNet,
+    datamodule: RVSLDataModule,
+    options: EvalOptions = EvalOptions(),
+    device: str | torch.device = "cpu",
+    out_dir: str | Path | None = None,
+    num_picture_queries: int = 8,
+    export_features: str | Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of every test set of ``datamodule`` and both branches; pictures into ``out_dir``.
+
+    Returns ``{"options": ..., "test_sets": {SET: {branch: metrics, "dehaze": {...}}},
+    "pictures": [paths]}``. ``export_features`` writes an ``.npz`` with, per test set,
+    ``{SET}_{branch}_features``, ``{SET}_pids``, ``{SET}_camids``, ``{SET}_is_query`` and
+    ``{SET}_paths``.
+    """
+    datamodule.setup("test")
+    results: dict[str, Any] = {"options": asdict(options), "test_sets": {}, "pictures": []}
+    exported: dict[str, np.ndarray] = {}
+    pictures_dir = Path(out_dir) / "pictures" if out_dir is not None else None
+    for name, loader in zip(datamodule.val_set_names, datamodule.test_dataloader(), strict=True):
+        split = extract_features(net, loader, options.branches, device, options.flip)
+        per_set: dict[str, Any] = {}
+        for i, branch in enumerate(options.branches):
+            per_set[branch], distmat = rank_split(split, branch, options, name)
+            if i == 0 and pictures_dir is not None:
+                picture = rank_list_picture(loader.dataset, split, distmat, num_picture_queries)
+                path = save_png(picture, pictures_dir / f"rank_list_{name}_{branch}.png")
+                results["pictures"].append(str(path))
+        if name == "SYN":
+            pairs = datamodule.syn_test_pairs_dataloader()
+            per_set["dehaze"] = dehazing_quality(net, pairs, device)
+        if pictures_dir is not None:
+            path = _save_dehazing_picture(net, datamodule, name, loader, device, pictures_dir)
+            results["pictures"].append(str(path))
+        results["test_sets"][name] = per_set
+        exported |= _exported_arrays(name, split)
+    if export_features is not None:
+        path = Path(export_features)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **exported)
+        results["features"] = str(path)
+    return results
+
+
+def _save_dehazing_picture(
+    net: RVSLNet,
+    datamodule: RVSLDataModule,
+    name: str,
+    loader: DataLoader,
+    device: str | torch.device,
+    pictures_dir: Path,
+    count: int = 8,
+) -> Path:
+    """SYN: hazy | dehazed | clear; the real sets have no ground truth column."""
+    if name == "SYN":
+        batch = next(iter(datamodule.syn_test_pairs_dataloader()))
+        hazy, clear = batch["hazy"][:count], batch["clear"][:count]
+    else:
+        dataset = loader.dataset
+        hazy = torch.stack([dataset[i]["image"] for i in range(min(count, len(dataset)))])
+        clear = None
+    picture = dehazed_samples(net, hazy, clear, device)
+    return save_png(picture, pictures_dir / f"dehazing_{name}.png")
+
+
+def _exported_arrays(name: str, split: SplitFeatures) -> dict[str, np.ndarray]:
+    arrays = {f"{name}_{b}_features": f.numpy() for b, f in split.features.items()}
+    return arrays | {
+        f"{name}_pids": split.pids.numpy(),
+        f"{name}_camids": split.camids.numpy(),
+        f"{name}_is_query": split.is_query.numpy(),
+        f"{name}_paths": np.array(split.paths, dtype=str),
+    }
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A Markdown table: one row per (test set, branch), then SSIM/PSNR where measured."""
+    lines = [
+        "| test set | branch | mAP | rank-1 | rank-5 | rank-10 | mINP |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, per_set in results["test_sets"].items():
+        for branch in results["options"]["branches"]:
+            values = per_set[branch]
+            cells = " | ".join(f"{values[m]:.2f}" for m in REID_METRICS)
+            lines.append(f"| {name} | {branch} | {cells} |")
+    dehaze = {n: s["dehaze"] for n, s in results["test_sets"].items() if "dehaze" in s}
+    for name, quality in dehaze.items():
+        lines.append("")
+        lines.append(
+            f"Dehazer on {name}: SSIM {quality['ssim']:.4f}, PSNR {quality['psnr']:.2f} dB"
+        )
+    return "\n".join(lines)
+
+
+def log_results(loggers: Iterable[Any], results: dict[str, Any], step: int = 0) -> None:
+    """Send the metrics (``test/<SET>/<branch>/<metric>``) and pictures to Lightning loggers."""
+    from PIL import Image
+
+    from rvsl.engine.image_logging import log_picture
+
+    loggers = list(loggers)
+    metrics: dict[str, float] = {}
+    for name, per_set in results["test_sets"].items():
+        for group, values in per_set.items():
+            metrics |= {f"test/{name}/{group}/{k}": float(v) for k, v in values.items()}
+    for logger in loggers:
+        logger.log_metrics(metrics, step=step)
+    for path in results.get("pictures", []):
+        picture = np.asarray(Image.open(path).convert("RGB"))
+        log_picture(loggers, f"pictures/{Path(path).stem}", picture, step=step)
+    for logger in loggers:
+        logger.finalize("success")
