@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+import hydra
 
 from rvsl.engine.chain import run
 
 
-def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(compose_train, tmp_path):
+def file_hashes(folder: Path) -> dict[Path, str]:
+    """SHA-256 of every file under ``folder``."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(
+    compose_train, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # anything written relative to the working directory shows up
     cfg = compose_train(
         "experiment=demo",
         "data=demo",
@@ -20,10 +31,17 @@ def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(compose_
         "chain=[{stage:baseline,max_epochs:1},{stage:syn_haze,max_epochs:1},"
         "{stage:real_clear,max_epochs:1},{stage:real_haze,max_epochs:1}]",
     )
+    hydra.utils.instantiate(cfg.data)  # builds the world: the data cache
+    assert (tmp_path / "world" / "world.json").is_file()
+    before = file_hashes(tmp_path)
+
     result = run(cfg)
 
-    assert (tmp_path / "world" / "world.json").is_file()
     root = Path(cfg.paths.output_dir)
+    after = file_hashes(tmp_path)
+    assert {p: after.get(p) for p in before} == before  # no data file changed or vanished
+    written_elsewhere = [p for p in after if p not in before and root not in p.parents]
+    assert written_elsewhere == []  # training writes only into its run folder
     rows = json.loads((root / "summary.json").read_text())
     stages = ["baseline", "syn_haze", "real_clear", "real_haze"]
     assert [r["stage"] for r in rows[::6]] == stages  # 3 test sets x 2 branches per stage
