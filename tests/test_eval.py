@@ -228,3 +228,15 @@ def test_the_command_exits_2_with_one_sentence_on_bad_input(tmp_path):
     assert done.returncode == 2
     assert "rvsl-eval: checkpoint=" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_the_metrics_and_pictures_go_to_the_chosen_logger(compose_eval, checkpoint, tmp_path):
+    cfg = compose_eval(
+        f"checkpoint={checkpoint}", "test_set=REAL_FOGGY", "eval.branches=[hazy]", "logger=csv"
+    )
+    run(cfg)
+    logged = tmp_path / "run" / "csv"
+    header = (logged / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "test/REAL_FOGGY/hazy/mAP" in header
+    pictures = sorted(p.name for p in (logged / "pictures").iterdir())
+    assert any(name.startswith("pictures_rank_list_REAL_FOGGY_hazy") for name in pictures)
