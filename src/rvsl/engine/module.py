@@ -5,16 +5,23 @@ then the clear discriminator, then the hazy one. Stages 2 (``real_clear``) and 3
 (``real_haze``) step two: the main optimizer on the auxiliary synthetic loss plus the
 real-branch loss, then the discriminator of the real branch's domain. The loss recipes
 live in :mod:`rvsl.engine.recipes`; every weight comes from the config.
+
+A NaN/Inf loss (GAN training can blow up) skips that optimizer's update with a warning;
+``max_nonfinite_steps`` such main-loss steps in a row stop the run with
+:class:`NonFiniteLossError`, which names the terms and the last checkpoint to resume from.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from rvsl.engine import recipes
@@ -43,6 +50,20 @@ STAGE_DISCRIMINATORS = {
 }
 BRANCHES = ("clear", "hazy")
 ADVERSARIAL_PAIRING = ("consistent", "reference")
+
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _warn(message: str) -> None:
+    log.warning(message)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The main loss was NaN/Inf in ``max_nonfinite_steps`` training steps in a row.
+
+    The message names the non-finite loss terms, the step, and the checkpoint to resume from.
+    """
 
 
 def default_adam(params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
@@ -74,6 +95,9 @@ class RVSLModule(pl.LightningModule):
         target_test_set: the test set whose hazy-branch mAP selects checkpoints.
         baseline_domains: the synthetic images the baseline trains on: ``["clear", "hazy"]``
             (the BoT-style comparison) or ``["clear"]`` (a model that never saw haze).
+        max_nonfinite_steps: stop with :class:`NonFiniteLossError` after this many consecutive
+            training steps whose main update was skipped for a NaN/Inf loss or gradient;
+            0 = never stop, only skip. The streak is not checkpointed: a resumed run starts at 0.
         net: a ready network instead of building one (tests, custom models).
     """
 
@@ -98,6 +122,7 @@ class RVSLModule(pl.LightningModule):
         init_from: str | None = None,
         target_test_set: str | None = None,
         baseline_domains: Sequence[str] = ("clear", "hazy"),
+        max_nonfinite_steps: int = 5,
         net: RVSLNet | None = None,
     ) -> None:
         super().__init__()
@@ -114,6 +139,8 @@ class RVSLModule(pl.LightningModule):
                 f"adversarial_pairing must be one of {ADVERSARIAL_PAIRING}, "
                 f"not {adversarial_pairing!r}"
             )
+        if max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0, not {max_nonfinite_steps}")
         self.stage = stage
         if not baseline_domains or not set(baseline_domains) <= set(BRANCHES):
             raise ValueError(
@@ -133,6 +160,9 @@ class RVSLModule(pl.LightningModule):
         self.target_test_set = target_test_set or STAGE_TEST_SET[stage]
         self.val_set_names: list[str] = []
         self.val_metrics = nn.ModuleDict()
+        self.skipped_updates: Counter[str] = Counter()  # per optimizer, over this module's life
+        self._nonfinite_streak = 0  # consecutive skipped main updates
+        self._streak_reasons: dict[str, None] = {}  # what was non-finite in them (ordered set)
         if pretrained:
             load_pretrained_backbone(self.net, pretrained)
         if init_from:
@@ -289,6 +319,15 @@ class RVSLModule(pl.LightningModule):
         return [("disc_hazy", self.disc_hazy, self.pool_hazy, real, outs["real"]["cycle_hazy"])]
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """One main (encoders, trunk, generators) update, then one per discriminator.
+
+        Each update is skipped when its loss is NaN/Inf (see :meth:`_backward_and_step`). After
+        a skipped main update the generated images may be NaN too: they are checked before they
+        enter a discriminator's image pool, and that discriminator is skipped if they are not
+        finite; otherwise the discriminators still learn from this batch. Logged losses cover
+        the applied updates only (NaN would spoil the epoch means); ``train/skipped_updates/*``
+        counts the others per epoch.
+        """
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         opt_main, opt_discs = optimizers[0], optimizers[1:]
@@ -296,29 +335,175 @@ class RVSLModule(pl.LightningModule):
         self.toggle_optimizer(opt_main)
         terms, outs = self._generator_terms(batch)
         loss = recipes.total(terms)
-        opt_main.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.hparams.gradient_clip_val:
-            self.clip_gradients(opt_main, self.hparams.gradient_clip_val, "norm")
-        opt_main.step()
+        clip = self.hparams.gradient_clip_val
+        main_skip = self._backward_and_step(opt_main, "main", loss, terms, clip)
         self.untoggle_optimizer(opt_main)
+        self._track_streak(main_skip, batch_idx)
 
-        logs = {f"train/{k}": v.detach() for k, v in terms.items()}
-        logs["train/loss"] = loss.detach()
+        logs = {}
+        if main_skip is None:
+            logs = {f"train/{k}": v.detach() for k, v in terms.items()}
+            logs["train/loss"] = loss.detach()
         logs["train/syn/acc"] = self._accuracy(outs["syn"], batch["syn"]["pid"])
+        skipped = {"main": main_skip is not None}
         for (name, disc, pool, real, fake), opt in zip(
             self._discriminator_jobs(batch, outs), opt_discs, strict=True
         ):
             self.toggle_optimizer(opt)
-            d_loss = discriminator_loss(disc(real), disc(pool.query(fake)), self.gan_loss)
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt.step()
+            if main_skip is None or self._finite_everywhere(fake):
+                d_loss = discriminator_loss(disc(real), disc(pool.query(fake)), self.gan_loss)
+                skip = self._backward_and_step(opt, name, d_loss)
+                if skip is None:
+                    logs[f"train/{name}/loss"] = d_loss.detach()
+            else:  # NaN fakes would stay in the pool and poison later steps
+                opt.zero_grad(set_to_none=True)
+                skip = "its generated images are NaN/Inf (kept out of the image pool)"
+                self._report_skip(name, skip)
             self.untoggle_optimizer(opt)
-            logs[f"train/{name}/loss"] = d_loss.detach()
+            skipped[name] = skip is not None
         batch_size = batch["syn"]["pid"].shape[0]
         self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, batch_size=batch_size)
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
+        self.log_dict(
+            {f"train/skipped_updates/{k}": float(v) for k, v in skipped.items()},
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            batch_size=batch_size,
+        )
+        if main_skip is None:
+            self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ numerical faults
+    def _finite_everywhere(self, tensor: Tensor) -> bool:
+        """Whether ``tensor`` is finite on every process (one GPU->CPU sync; DDP: one all-reduce,
+        so that all processes skip the same updates and none waits in a backward alone)."""
+        finite = bool(torch.isfinite(tensor).all())
+        return self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+
+    def _grads_finite(self, opt: Any) -> bool:
+        """One fused max-abs over the optimizer's gradients, one sync (DDP: already averaged)."""
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return True
+        norms = torch._foreach_norm(grads, float("inf"))  # max |g|: NaN/Inf show, no overflow
+        if len({n.dtype for n in norms}) > 1:
+            norms = [n.float() for n in norms]
+        return bool(torch.isfinite(torch.stack(norms)).all())
+
+    def _backward_and_step(
+        self,
+        opt: Any,
+        name: str,
+        loss: Tensor,
+        terms: Mapping[str, Tensor] | None = None,
+        clip: float | None = None,
+    ) -> str | None:
+        """Backward, clip and step ``opt``; or skip it and return why.
+
+        Checked: the loss before the backward (one sync), and, when no AMP GradScaler is active,
+        the gradients after it (one more; a GradScaler skips Inf gradients itself, and must
+        see them to lower its scale). A skipped optimizer keeps no gradients.
+        """
+        opt.zero_grad(set_to_none=True)
+        if not self._finite_everywhere(loss):
+            reason = self._nonfinite_terms(loss, terms or {name: loss})
+            self._report_skip(name, reason)
+            return reason
+        self.manual_backward(loss)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is None and not self._grads_finite(opt):
+            opt.zero_grad(set_to_none=True)
+            reason = "NaN/Inf gradients (the loss was finite)"
+            self._report_skip(name, reason)
+            return reason
+        if clip:
+            self.clip_gradients(opt, clip, "norm")
+        opt.step()
+        return None
+
+    @staticmethod
+    def _nonfinite_terms(loss: Tensor, terms: Mapping[str, Tensor]) -> str:
+        """Which terms are NaN/Inf (one sync; only called once the loss is known to be)."""
+        if bool(torch.isfinite(loss).all()):
+            return "NaN/Inf loss on another process"
+        values = torch.stack([t.detach().float().sum() for t in terms.values()])
+        bad = [k for k, ok in zip(terms, torch.isfinite(values).tolist(), strict=True) if not ok]
+        return f"NaN/Inf loss terms: {', '.join(bad) or 'the sum overflowed'}"
+
+    def _nonfinite_buffers(self) -> list[str]:
+        """Buffers (batch-norm statistics) that a NaN/Inf forward pass has already corrupted
+        (one sync; only called after a skipped main update)."""
+        named = [(n, b) for n, b in self.named_buffers() if b.is_floating_point()]
+        if not named:
+            return []
+        finite = torch.stack([torch.isfinite(b).all() for _, b in named]).tolist()
+        return [n for (n, _), ok in zip(named, finite, strict=True) if not ok]
+
+    def _where(self, batch_idx: int | None = None) -> str:
+        batch = "" if batch_idx is None else f", batch {batch_idx}"
+        return f"epoch {self.current_epoch}{batch} (global step {self.global_step})"
+
+    def _report_skip(self, name: str, reason: str) -> None:
+        self.skipped_updates[name] += 1
+        _warn(
+            f"{self._where()}: skipped the {name!r} optimizer's update: {reason} "
+            f"({self.skipped_updates[name]} {name!r} updates skipped so far)"
+        )
+
+    def _track_streak(self, main_skip: str | None, batch_idx: int) -> None:
+        """Count consecutive skipped main updates; stop the run after ``max_nonfinite_steps``.
+
+        Also stops at once (unless 0) when a NaN/Inf forward pass has corrupted batch-norm
+        statistics: skipping the update cannot undo that.
+        """
+        if main_skip is None:
+            self._nonfinite_streak = 0
+            self._streak_reasons.clear()
+            return
+        self._nonfinite_streak += 1
+        self._streak_reasons[main_skip] = None
+        limit = self.hparams.max_nonfinite_steps
+        if not limit:
+            return
+        buffers = self._nonfinite_buffers()  # DDP: per process, so the decision is shared
+        corrupted = self.trainer.strategy.reduce_boolean_decision(bool(buffers), all=False)
+        if corrupted or self._nonfinite_streak >= limit:
+            raise NonFiniteLossError(self._stop_message(batch_idx, buffers, corrupted))
+
+    def _stop_message(self, batch_idx: int, buffers: Sequence[str], corrupted: bool) -> str:
+        n = self._nonfinite_streak
+        what = f"the main update was skipped in {n} consecutive training step{'s' * (n > 1)}"
+        if buffers:
+            what += f" and NaN/Inf reached the buffers {_short(list(buffers))}"
+        elif corrupted:
+            what += " and NaN/Inf reached batch-norm statistics on another process"
+        checkpoint = self._last_checkpoint()
+        if checkpoint is None:
+            resume = "No checkpoint was saved yet: start again"
+        else:
+            resume = f"Last good checkpoint: {checkpoint}. Resume with ckpt_path={checkpoint}"
+        return (
+            f"training stopped at {self._where(batch_idx)}: {what} "
+            f"({'; '.join(self._streak_reasons)}). {resume}, with a lower learning rate "
+            "(model.optimizer.lr) or model.gradient_clip_val set; "
+            "model.max_nonfinite_steps=0 only skips such steps."
+        )
+
+    def _last_checkpoint(self) -> str | None:
+        """The newest checkpoint file the trainer's checkpoint callbacks saved, if any.
+
+        Weights in it are good: skipped updates never write NaN into the parameters.
+        """
+        paths = {
+            path
+            for callback in self.trainer.callbacks
+            for path in (
+                getattr(callback, "last_model_path", ""),
+                getattr(callback, "best_model_path", ""),
+            )
+            if path and os.path.isfile(path)
+        }
+        return max(paths, key=os.path.getmtime) if paths else None
 
     @staticmethod
     def _accuracy(out: Mapping[str, Tensor], pids: Tensor) -> Tensor:
