@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +188,15 @@ def test_matches_a_per_query_loop_when_true_matches_rank_near_the_top(seed, quan
     assert_same_result(evaluate_rank(*split, chunk_elements=1000), reference_evaluate_rank(*split))
 
 
+def test_matches_a_per_query_loop_when_one_query_has_a_far_true_match():
+    # One row needs all of its entries sorted while the others need few: uneven rows.
+    distmat, q_pids, g_pids, q_cams, g_cams = clustered_split(4, quantum=0.05)
+    far = np.flatnonzero((g_pids == q_pids[0]) & (g_cams != q_cams[0]))[0]
+    distmat[0, far] = distmat.max() + 1.0
+    split = (distmat, q_pids, g_pids, q_cams, g_cams)
+    assert_same_result(evaluate_rank(*split), reference_evaluate_rank(*split))
+
+
 def test_infinite_distances_and_negative_zero_rank_like_their_values():
     distmat, *labels = clustered_split(7, num_q=12, num_g=200)
     distmat[:, ::7] = np.inf
@@ -235,3 +246,18 @@ def test_labels_that_do_not_match_the_distance_matrix_are_an_error():
 def test_nan_distances_are_an_error():
     with pytest.raises(ValueError, match="NaN"):
         one_query([0.1, float("nan")], g_pids=[1, 2], g_camids=[1, 1])
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_extra_memory_is_bounded_by_the_chunk_not_the_distance_matrix(clustered):
+    # 400 x 5,000 float32 = 7.6 MiB; chunks of 2**16 entries must need far less than that.
+    if clustered:
+        split = clustered_split(0, num_q=400, num_g=5000, num_ids=100)
+    else:
+        split = random_split(0, num_q=400, num_g=5000, num_ids=100, num_cams=4)
+    evaluate_rank(*split, chunk_elements=1 << 16)  # warm-up: numpy's lazy allocations
+    tracemalloc.start()
+    evaluate_rank(*split, chunk_elements=1 << 16)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < split[0].nbytes / 4

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 24
-"""Queries are processed in chunks of about this many distance entries (16.8M)."""
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+"""Queries are processed in chunks of about this many distance entries (4 MiB of float32),
+which keeps the scratch buffers in cache; larger chunks are slower, not faster."""
 
 
 def evaluate_rank(
@@ -178,9 +179,10 @@ def _count_less(
     """Per true match ``(row, value)``: ``#(dist[row] < value)``, and which values are tied.
 
     ``rows`` ascend and ``values`` ascend within a row. Only entries no farther than the row's
-    last true match can precede one, so just these candidates are gathered, padded to the
-    longest row of candidates and sorted row-wise; each value's count is then a binary search
-    in its sorted row. ``tied`` lists the values that another entry of their row equals.
+    last true match can precede one, so just these candidates are sorted: padded to the
+    longest row of candidates and sorted row-wise when rows are even, else as packed
+    (row, value) keys; each value's count is then a binary search. ``tied`` lists the values
+    that another entry of their row equals.
     """
     num_rows, num_g = dist.shape
     if np.issubdtype(dist.dtype, np.floating) and np.isnan(dist.max()):
@@ -194,6 +196,10 @@ def _count_less(
     candidate_rows = flat_index // num_g
     per_row = np.bincount(candidate_rows, minlength=num_rows)
     width = int(per_row.max())
+    if dist.dtype == np.float32 and width * num_rows > 2 * len(flat_index):
+        # Uneven rows: padding would waste most of the sort; sort packed (row, value) keys.
+        candidates = dist.reshape(-1)[flat_index]
+        return _count_less_packed(candidate_rows, candidates, per_row, rows, values)
     if width * num_rows >= num_g * num_rows // 2:
         sorted_rows = np.sort(dist, axis=1)  # padding would save little: sort whole rows
     else:
@@ -209,6 +215,27 @@ def _count_less(
     after = rows * width + np.minimum(position + 1, width - 1)
     tied = np.flatnonzero((position + 1 < width) & (flat[after] == values))
     return position, tied
+
+
+def _count_less_packed(
+    candidate_rows: np.ndarray,
+    candidates: np.ndarray,
+    per_row: np.ndarray,
+    rows: np.ndarray,
+    values: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_count_less` on float32 candidates grouped by row, with one flat sort.
+
+    Keys pack (row, value), so a global sort orders each row's candidates, and a binary
+    search of a match's key counts the candidates before it (minus the earlier rows').
+    """
+    keys = _packed_keys(candidate_rows, candidates)
+    keys.sort()
+    wanted = _packed_keys(rows, values)
+    first = np.searchsorted(keys, wanted, side="left")
+    after = np.searchsorted(keys, wanted, side="right")
+    row_start = np.cumsum(per_row) - per_row
+    return first - row_start[rows], np.flatnonzero(after - first > 1)
 
 
 def _lowest(dtype: np.dtype) -> Any:
