@@ -83,8 +83,10 @@ def test_bad_file_name_is_named(root: Path) -> None:
 def test_truncated_png_is_named(root: Path, fast: bool) -> None:
     path = next((root / "FVRID_real/train_foggy").iterdir())
     path.write_bytes(path.read_bytes()[:-40])
-    line = only_problem(check_dataset(root, fast=fast), path.name)
+    report = check_dataset(root, fast=fast)
+    line = only_problem(report, path.name)
     assert line.startswith(str(path)) and ("truncated" in line or "unreadable" in line)
+    assert report.unreadable == {path: line}  # told apart from layout problems
 
 
 @pytest.mark.parametrize("fast", [False, True])

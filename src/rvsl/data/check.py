@@ -5,7 +5,8 @@ or folder: missing or empty folders, names that do not match ``<pid>_c<cam>_...`
 or truncated images, synthetic images without their twin, training identities with a single
 image, and query identities with no image in the gallery. It also tabulates each split
 (identities, images, cameras). :func:`require_valid_dataset` is the fast variant training runs
-before its first step; it raises :class:`DatasetError` listing the problems.
+before its first step; it raises :class:`DatasetError` listing the problems, except unreadable
+images in the folders it is told to tolerate (training skips those when ``data.strict=false``).
 
 Problems make a dataset unusable as it stands. Warnings do not: single-image identities in the
 real (unlabelled) training splits, which matter only for the optional PK grouping of real
@@ -52,11 +53,15 @@ _JPEG = (".jpg", ".jpeg")
 
 
 class DatasetError(FVRIDFormatError):
-    """A dataset failed its checks; ``problems`` holds one line per problem."""
+    """A dataset failed its checks; ``problems`` holds one line per problem, ``report`` the
+    whole check (when there is one)."""
 
-    def __init__(self, message: str, problems: Sequence[str]) -> None:
+    def __init__(
+        self, message: str, problems: Sequence[str], report: CheckReport | None = None
+    ) -> None:
         super().__init__(message)
         self.problems = list(problems)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -80,10 +85,17 @@ class CheckReport:
     splits: list[SplitStats] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: unreadable or truncated image -> its line in ``problems``
+    unreadable: dict[Path, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def unreadable_in(self, folders: Iterable[str]) -> list[Path]:
+        """The unreadable images inside the split ``folders`` (relative to the root)."""
+        dirs = {self.root / rel for rel in folders}
+        return [path for path in self.unreadable if path.parent in dirs]
 
     def table(self) -> str:
         """The per-split table as text."""
@@ -204,7 +216,8 @@ def check_dataset(
                 pid = camid = None
             reason = verify(path)
             if reason is not None:
-                report.problems.append(f"{path}: {reason}")
+                report.unreadable[path] = f"{path}: {reason}"
+                report.problems.append(report.unreadable[path])
             if pid == JUNK_PID:
                 split.junk += 1
             elif pid is not None:
@@ -276,21 +289,29 @@ def _check_queries(root: Path, splits: dict[str, _Split], report: CheckReport) -
 
 
 def require_valid_dataset(
-    root: str | Path, folders: Sequence[str] | None = None, fast: bool = True
+    root: str | Path,
+    folders: Sequence[str] | None = None,
+    fast: bool = True,
+    tolerate_unreadable: Sequence[str] = (),
 ) -> CheckReport:
     """Run :func:`check_dataset` (fast by default) and raise DatasetError when it finds problems.
 
     Training calls this before its first step, with the folders of its stage
-    (:func:`required_folders`). The error lists the first 20 problems.
+    (:func:`required_folders`). Unreadable images inside the ``tolerate_unreadable`` folders
+    do not raise: they stay in the report (``unreadable_in``) for the caller to warn about.
+    The error lists the first 20 problems.
     """
     report = check_dataset(root, fast=fast, folders=folders)
-    if not report.ok:
-        shown = "\n".join(f"  {p}" for p in report.problems[:20])
-        more = len(report.problems) - 20
+    tolerated = {report.unreadable[p] for p in report.unreadable_in(tolerate_unreadable)}
+    problems = [p for p in report.problems if p not in tolerated]
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = len(problems) - 20
         tail = f"\n  ... and {more} more" if more > 0 else ""
         raise DatasetError(
-            f"dataset at {root} failed its checks ({len(report.problems)} problem(s)):\n"
+            f"dataset at {root} failed its checks ({len(problems)} problem(s)):\n"
             f"{shown}{tail}\nrun `rvsl-data check {root}` for the full report",
-            report.problems,
+            problems,
+            report,
         )
     return report

@@ -72,9 +72,10 @@ class RVSLDataModule(pl.LightningDataModule):
     ``{"syn": batch, "real": batch}`` from a ``CombinedLoader`` in ``min_size`` mode whose real
     branch is a :class:`RestartingLoader`, so an epoch is exactly one pass over the synthetic
     loader while the real loader cycles with a fresh shuffle each pass. A synthetic batch is
-    ``dict(clear, hazy, pid, camid, index)`` with P identities x K instances; a real batch is
-    ``dict(image, pid, camid, index, path)`` where ``pid`` is a hidden label the method must not
-    use (it only drives ``real_sampling="pk"``).
+    ``dict(clear, hazy, pid, camid, index, skipped)`` with P identities x K instances; a real
+    batch is ``dict(image, pid, camid, index, path, skipped)`` where ``pid`` is a hidden label
+    the method must not use (it only drives ``real_sampling="pk"``). ``skipped`` counts
+    unreadable images replaced (``strict``), summed in the logs by ``SkippedImagesCounter``.
 
     Distributed training: build the Trainer with ``use_distributed_sampler=False``. The PK
     sampler is DDP-aware itself (world size and rank from ``self.trainer``, else 1 and 0): ranks
@@ -97,6 +98,9 @@ class RVSLDataModule(pl.LightningDataModule):
         seed: seeds the samplers (same on all ranks).
         eval_batch_size: batch size of the val/test loaders.
         scale_range, flip_p, erase_p, normalize: train augmentation (see transforms).
+        strict: False (default): an unreadable training image is skipped with a warning and
+            replaced by another image of its identity, counted in the items' ``skipped``;
+            True: it raises at once. Test images are never skipped (see datasets).
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class RVSLDataModule(pl.LightningDataModule):
         flip_p: float = 0.5,
         erase_p: float = 0.5,
         normalize: bool = False,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -149,6 +154,7 @@ class RVSLDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
         self.eval_batch_size = int(eval_batch_size)
+        self.strict = bool(strict)
         self.train_transform = build_train_transform(
             self.image_size, scale_range, flip_p, erase_p, normalize=normalize
         )
@@ -173,10 +179,10 @@ class RVSLDataModule(pl.LightningDataModule):
     def _setup_train(self) -> None:
         if self.syn_train is None:
             pairs = fvrid.syn_train_pairs(self.root)
-            self.syn_train = SyntheticPairDataset(pairs, self.train_transform)
+            self.syn_train = SyntheticPairDataset(pairs, self.train_transform, self.strict)
         if self.train_stage > 1 and self.real_train is None:
             records = fvrid.real_train_images(self.root, self.train_stage)
-            self.real_train = ImageDataset(records, self.train_transform)
+            self.real_train = ImageDataset(records, self.train_transform, self.strict)
 
     @property
     def num_classes(self) -> int:

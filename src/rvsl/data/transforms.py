@@ -7,6 +7,8 @@ scale, crop, flip and erased rectangle.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,23 @@ class ImageReadError(OSError):
 def load_image(path: str | Path) -> tv_tensors.Image:
     """Read an image file as an RGB uint8 ``tv_tensors.Image`` (C, H, W).
 
-    Raises ImageReadError naming the file when it is missing, truncated or not an image.
+    Raises ImageReadError naming the file when it is missing, truncated or not an image. The
+    pixels are decoded here, in full (PIL decodes lazily, and a truncated file fails only then;
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False, its default, or PIL pads it silently).
     """
     try:
         with Image.open(path) as img:
+            img.load()
             rgb = img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        struct.error,
+        zlib.error,
+        Image.DecompressionBombError,
+    ) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     return F.pil_to_tensor(rgb).as_subclass(tv_tensors.Image)
 

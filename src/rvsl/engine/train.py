@@ -10,7 +10,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rvsl.data.check import require_valid_dataset, required_folders
+from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
 from rvsl.engine.report import stage_report
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,42 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
 
 
 def prepare_data(cfg: DictConfig) -> pl.LightningDataModule:
-    """The datamodule with its folders parsed: bad data settings fail here, before training."""
+    """The datamodule with its folders parsed: bad data settings fail here, before training.
+
+    The fast dataset check runs first. Layout problems and unreadable test images are fatal;
+    unreadable training images too when ``data.strict`` is true, else one warning lists them and
+    the training datasets skip them.
+    """
     try:
         datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+        strict = bool(getattr(datamodule, "strict", True))
+        train_folders = required_folders(datamodule.train_stage, test_sets=())
         folders = required_folders(datamodule.train_stage, datamodule.val_set_names)
-        require_valid_dataset(datamodule.root, folders=folders, fast=True)
+        report = require_valid_dataset(
+            datamodule.root,
+            folders=folders,
+            fast=True,
+            tolerate_unreadable=() if strict else train_folders,
+        )
         datamodule.setup("fit")
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"data: {err.__cause__ or err}") from err
+    except DatasetError as err:
+        hint = ""
+        if strict and err.report is not None and err.report.unreadable_in(train_folders):
+            hint = "\ndata.strict=false would skip the unreadable training images with a warning"
+        raise RunConfigError(f"data.root={cfg.data.root}: {err}{hint}") from err
     except (FileNotFoundError, ValueError) as err:
         raise RunConfigError(f"data.root={cfg.data.root}: {err}") from err
+    skipped = report.unreadable_in(train_folders)
+    if skipped:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        log.warning(
+            "%d unreadable training image(s) will be skipped (data.strict=false): %s%s",
+            len(skipped),
+            ", ".join(str(p) for p in skipped[:5]),
+            more,
+        )
     return datamodule
 
 
