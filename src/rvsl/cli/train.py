@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from rvsl.engine.chain import run
+from rvsl.engine.module import NonFiniteLossError
 from rvsl.engine.train import RunConfigError
 from rvsl.models.checkpoint import CheckpointError
 
@@ -19,10 +24,23 @@ log = logging.getLogger("rvsl-train")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
-    except (RunConfigError, CheckpointError) as err:
+    except (RunConfigError, CheckpointError, NonFiniteLossError) as err:
         log.error("rvsl-train: %s", err)  # to the console and the run folder's log
         sys.exit(2)
+    except SIGTERMException:  # pre-empted: LastCheckpoint saved last.ckpt on the way out
+        if rank_zero_only.rank == 0:  # DDP: every process gets here
+            log.warning("rvsl-train: pre-empted (SIGTERM); resume with: %s", resume_command())
+        sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
     return metrics.get("best_model_score")  # what an optimisation sweep maximises
+
+
+def resume_command() -> str:
+    """This command again, continuing in the same run folder from its ``last.ckpt``."""
+    hydra_cfg = HydraConfig.get()
+    own = ("ckpt_path=", "hydra.run.dir=")
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(own)]
+    overrides += ["ckpt_path=last", f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
+    return shlex.join(["rvsl-train", *overrides])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ An entry is a stage name or ``{stage, name, max_epochs, overrides}``. Each RVSL 
 the previous RVSL stage's best checkpoint (METHOD.md); the baseline trains on its own.
 Every stage is composed from the same configs and command-line overrides as a single-stage
 run, with its own run sub-folder, and the chain ends with one comparison table (JSON and
-Markdown) in the run folder.
+Markdown) in the run folder. ``ckpt_path=last`` with ``hydra.run.dir=`` the interrupted chain's
+folder resumes each stage from its own ``last.ckpt``; stages that had not begun start afresh.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rvsl.engine.train import train
+from rvsl.engine.train import LAST_CKPT, train
 
 log = logging.getLogger(__name__)
 SUMMARY_SETS = ("REAL_FOGGY", "REAL_CLEAR", "SYN")
 SUMMARY_METRICS = ("mAP", "rank1", "mINP")
-_OWN_KEYS = ("stage=", "chain=", "init_from=", "paths.output_dir=")
+_OWN_KEYS = ("stage=", "chain=", "init_from=", "paths.output_dir=", "ckpt_path=")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -35,11 +36,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     root = Path(cfg.paths.output_dir)
     user_overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(_OWN_KEYS)]
     init_from = cfg.get("init_from")
+    ckpt_path = cfg.get("ckpt_path")
     results: dict[str, dict[str, Any]] = {}
     for entry in stages:
         stage, name, extra = _parse_entry(entry)
         overrides = [*user_overrides, f"stage={stage}", f"paths.output_dir='{root / name}'"]
         overrides += extra
+        if ckpt_path == "last":  # resume: stages after the interrupted one start afresh
+            if not results or (root / name / LAST_CKPT).is_file():
+                overrides.append("ckpt_path=last")
+        elif ckpt_path:
+            overrides.append(f"ckpt_path='{ckpt_path}'")
         if init_from and stage != "baseline":
             overrides.append(f"init_from='{init_from}'")
         log.info("chain: %s (%s)", name, " ".join(overrides))

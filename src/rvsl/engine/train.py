@@ -9,11 +9,14 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
+from rvsl.engine.checkpointing import keep_csv_history
 from rvsl.engine.report import stage_report
 
 log = logging.getLogger(__name__)
+LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder; LastCheckpoint writes it
 
 
 class RunConfigError(ValueError):
@@ -32,15 +35,55 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """``last`` means this run folder's ``checkpoints/last.ckpt``; a missing file is an error."""
+    """The checkpoint to resume from; a missing one is an error that says where it looked.
+
+    ``last``: this run folder's ``checkpoints/last.ckpt`` (the resumed command must reuse the
+    interrupted run's folder: ``hydra.run.dir=OLD_RUN``); a folder: that run folder's
+    ``checkpoints/last.ckpt`` (training then continues in the new run folder); else a file.
+    """
     if ckpt_path is None:
         return None
-    path = (
-        Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    )
+    if str(ckpt_path) == "last":
+        path = Path(output_dir) / LAST_CKPT
+        if not path.is_file():
+            raise RunConfigError(_no_last_checkpoint(path, Path(output_dir)))
+        return str(path)
+    path = Path(ckpt_path)
+    if path.is_dir():  # a run folder
+        folder, path = path, path / LAST_CKPT
+        if not path.is_file():
+            raise RunConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+        if folder.resolve() != Path(output_dir).resolve():
+            log.warning(
+                "resuming %s in a new run folder %s: the best checkpoint is tracked afresh there; "
+                "to continue in the old folder run with ckpt_path=last hydra.run.dir=%s",
+                path,
+                output_dir,
+                folder,
+            )
+        return str(path)
     if not path.is_file():
         raise RunConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
     return str(path)
+
+
+def _no_last_checkpoint(path: Path, output_dir: Path) -> str:
+    """Where ``ckpt_path=last`` looked, how to point it at the interrupted run, and the newest
+    run folder beside this one that has a ``last.ckpt``."""
+    message = (
+        f"ckpt_path=last: no checkpoint at {path}. A resumed run must reuse the interrupted "
+        "run's folder (every new run gets a new timestamped one): add "
+        "hydra.run.dir=<the old run folder>, or pass ckpt_path=<the old run folder>"
+    )
+    siblings = [
+        d / LAST_CKPT
+        for d in (output_dir.parent.iterdir() if output_dir.parent.is_dir() else [])
+        if d != output_dir and (d / LAST_CKPT).is_file()
+    ]
+    if siblings:
+        newest = max(siblings, key=lambda p: p.stat().st_mtime).parent.parent
+        message += f". The newest one here: hydra.run.dir={newest}"
+    return message
 
 
 def prepare_data(cfg: DictConfig) -> pl.LightningDataModule:
@@ -99,6 +142,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=instantiate_group(cfg.get("callbacks")),
         logger=instantiate_group(cfg.get("logger")) or False,
     )
+    if ckpt_path is not None:
+        keep_csv_history(trainer.loggers)
     run_config = {
         k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
         for k, v in cfg.items()
@@ -106,9 +151,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    # weights_only: a resumed checkpoint is an external file too; ours hold only plain data
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    checkpoint = trainer.checkpoint_callback
+    # the best-by-mAP one; LastCheckpoint is a Checkpoint too (and has no best model)
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     if checkpoint is not None and checkpoint.best_model_path:
         log.info(
             "best checkpoint: %s (%s = %.4f)",
@@ -120,7 +167,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["best_model_path"] = checkpoint.best_model_path
         if cfg.get("test_after_fit"):
             results = trainer.validate(
-                model, datamodule=datamodule, ckpt_path="best", verbose=False
+                model,
+                datamodule=datamodule,
+                ckpt_path=checkpoint.best_model_path,
+                verbose=False,
+                weights_only=True,
             )
             metrics["best"] = {k: float(v) for r in results for k, v in r.items()}
             if trainer.is_global_zero:  # pictures are written once

@@ -1,0 +1,253 @@
+"""Checkpoints that survive kills: atomic writes, and a ``last.ckpt`` kept fresh for resuming.
+
+:class:`AtomicCheckpointIO` writes every Lightning checkpoint to a temporary file beside the
+target and renames it into place, so a kill while saving leaves the previous file whole.
+:class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` recent: every few training batches, at
+the end of every epoch, and when the job is pre-empted (SIGTERM). :func:`keep_csv_history`
+keeps a resumed run's CSV metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+_TMP_INFIX = ".tmp-"
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_INFIX}{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files of ``path`` left by killed processes (a SIGKILL leaves one behind)."""
+    for tmp in path.parent.glob(f".{path.name}{_TMP_INFIX}*"):
+        pid = tmp.name.rsplit(_TMP_INFIX, 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: fsync the folder (not possible on every OS or filesystem)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to ``.<name>.tmp-<pid>`` in the target's folder, fsync, then rename.
+
+    ``os.replace`` within one folder is atomic on POSIX: readers see the old file or the new
+    one, never a partial one. (Lightning's own save goes through an fsspec transaction whose
+    temporary file lives in /tmp, and across filesystems that final move is a copy.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, with local files written by :func:`atomic_torch_save`.
+
+    Loading is the parent's (``weights_only`` as Lightning passes it); remote URLs
+    (``s3://``...) keep the parent's fsspec transaction.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+
+def keep_csv_history(loggers: Iterable[Any]) -> None:
+    """Keep the rows a resumed run's ``metrics.csv`` already holds (CSVLogger deletes the file
+    when it starts); new rows are appended under the same header."""
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file() or not path.stat().st_size:
+            continue
+        text = path.read_bytes()
+        with warnings.catch_warnings():  # "... will be deleted": it is put back
+            warnings.filterwarnings("ignore", message=".*exists and is not empty")
+            writer = logger.experiment  # deletes the file
+        path.write_bytes(text)
+        header = text.decode().splitlines()[0]
+        writer.metrics_keys = next(csv.reader([header]))
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/<filename>.ckpt`` fresh so that ``ckpt_path=last`` resumes a killed run.
+
+    Saved every ``every_n_batches`` training batches (batches, not ``global_step``, which counts
+    every optimizer step: up to 3 per batch here), at the end of every training epoch, at the
+    end of training, and on SIGTERM (cluster pre-emption; logged at rank zero). Every rank calls
+    ``trainer.save_checkpoint`` (only rank zero writes). A Lightning ``Checkpoint`` subclass, so
+    its epoch-end hook runs after the LightningModule's, which steps the per-epoch schedulers:
+    the saved scheduler state includes that epoch's step. The best checkpoint by mAP stays
+    ``ModelCheckpoint``'s (with ``save_last: false``: one writer per file).
+
+    Resuming from a mid-epoch save (Lightning 2.6, samplers without ``state_dict``):
+
+    * global step, epoch, batch index, optimizer and scheduler states, image pools, the
+      best-checkpoint bookkeeping and this callback's batch count continue from the file;
+    * the epoch ends after the right number of batches: the ``N - k`` still due of ``N``;
+    * but the train loader starts a fresh pass over the same epoch's PK plan (same sampler
+      seed and epoch), so those ``N - k`` batches are the FIRST ``N - k`` of that plan: the
+      ``k`` batches before the kill are seen twice and the last ``k`` not at all in that epoch
+      (stages 2-3: the endless real-image loader restarts its shuffle from its first pass).
+      Later epochs draw the same synthetic batches as an uninterrupted run. Lightning warns
+      "not resumable" on such a resume;
+    * the random number generators are not saved (the seed is set afresh): augmentations and
+      image-pool draws after a resume differ from an uninterrupted run's.
+
+    A save is skipped on the last batch of an epoch: Lightning would resume from it as if the
+    epoch had ended, skipping that epoch's validation and scheduler step. The epoch-end save
+    follows. A SIGTERM during validation saves nothing (validation cannot resume mid-way: the
+    retrieval metrics would see only part of the test set); ``last.ckpt`` then holds the state
+    from before validation began at most ``every_n_batches`` batches earlier, and the resumed
+    run repeats those batches and the validation.
+
+    Args:
+        dirpath: folder of the checkpoint (``${paths.output_dir}/checkpoints``).
+        filename: file name without ``.ckpt``.
+        every_n_batches: save every this many training batches; 0 = only at epoch ends and on
+            SIGTERM.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last", every_n_batches: int = 50) -> None:
+        if every_n_batches < 0:
+            raise ValueError(f"every_n_batches must be >= 0, not {every_n_batches}")
+        self.dirpath = str(dirpath)
+        self.filename = filename
+        self.every_n_batches = every_n_batches
+        self.batches = 0  # training batches seen, over resumes
+        self.last_model_path = ""  # where the newest save is (read by error messages)
+        self._saved_at: tuple[int, int] | None = None  # (global step, batches) of the last save
+        self._resumed = False
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dirpath, f"{self.filename}.ckpt")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.batches = int(state_dict.get("batches", 0))
+        self._resumed = True
+        if os.path.isfile(self.path):
+            self.last_model_path = self.path
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._resumed and trainer.is_global_zero:
+            log.info(
+                "resumed at epoch %d, global step %d (%d training batches done)",
+                trainer.current_epoch,
+                trainer.global_step,
+                self.batches,
+            )
+
+    # ------------------------------------------------------------------ saving
+    def save(self, trainer: pl.Trainer) -> None:
+        """Write the checkpoint now (call on every rank)."""
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full training state
+        self.last_model_path = self.path
+        self._saved_at = (trainer.global_step, self.batches)
+
+    def _may_save(self, trainer: pl.Trainer) -> bool:
+        return (
+            trainer.state.fn == TrainerFn.FITTING
+            and not trainer.sanity_checking
+            and not trainer.fast_dev_run
+        )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        self.batches += 1
+        if not self.every_n_batches or self.batches % self.every_n_batches:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch-end save follows; see the class docstring
+        if self._may_save(trainer):
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._may_save(trainer):
+            self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._may_save(trainer) and self._saved_at != (trainer.global_step, self.batches):
+            self.save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or not self._may_save(trainer):
+            return
+        if trainer.validating:
+            where = (
+                f"{self.last_model_path} (from before this validation)"
+                if self.last_model_path
+                else "no checkpoint yet"
+            )
+            if trainer.is_global_zero:
+                log.warning("pre-empted during validation: not saved; last checkpoint: %s", where)
+            return
+        if self._saved_at != (trainer.global_step, self.batches):
+            self.save(trainer)
+        if trainer.is_global_zero:
+            log.warning(
+                "pre-empted: saved %s (epoch %d, global step %d); resume with ckpt_path=last",
+                self.path,
+                trainer.current_epoch,
+                trainer.global_step,
+            )
