@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 
 import bench_embed  # scripts/ is on sys.path when a script runs
 import bench_rerank
+from measure import timed, timed_peak_growth
 from rvsl.metrics import evaluate_rank, pairwise_distance
 
 SECTIONS = ("rank", "rerank", "embed")
@@ -68,49 +67,11 @@ def make_split(args: argparse.Namespace):
     return distmat, q_pids.numpy(), g_pids.numpy(), q_cams.numpy(), g_cams.numpy()
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
-
-
-def rss_mib(field: str) -> float | None:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc, in MiB (Linux only)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_growth_mib(fn, *args, **kwargs) -> float:
-    """Peak resident memory of ``fn(*args)`` above the resident memory before the call.
-
-    Resets the kernel's peak counter first (``/proc/self/clear_refs``, Linux >= 4.0); elsewhere
-    falls back to ``ru_maxrss``, which only shows growth past the earlier peak of the process.
-    """
-    before = rss_mib("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        before = None
-    if before is None:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        fn(*args, **kwargs)
-        return max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
-    fn(*args, **kwargs)
-    return max(0.0, rss_mib("VmHWM") - before)
-
-
 def bench_rank(args: argparse.Namespace) -> dict:
     """Seconds of both paths (best of ``repeats`` for the fast one), their agreement, memory."""
     split = make_split(args)
     distmat = split[0]
-    rss_growth = peak_rss_growth_mib(evaluate_rank, *split, max_rank=args.max_rank)
+    _, _, rss_growth = timed_peak_growth(evaluate_rank, *split, max_rank=args.max_rank)
     runs = [timed(evaluate_rank, *split, max_rank=args.max_rank) for _ in range(args.repeats)]
     fast, fast_s = runs[0][0], min(seconds for _, seconds in runs)
     tracemalloc.start()

@@ -10,12 +10,10 @@ matrix included), what the dense reference would hold, and mAP before and after 
 from __future__ import annotations
 
 import argparse
-import resource
-import time
-from typing import Any
 
 import torch
 
+from measure import timed_peak_growth  # scripts/measure.py
 from rvsl.metrics import evaluate_rank, pairwise_distance
 from rvsl.metrics.rerank import DEFAULT_CHUNK_SIZE, k_reciprocal_rerank
 
@@ -36,44 +34,6 @@ def make_features(
         "q_camids": torch.randint(num_cams, (num_query,), generator=gen),
         "g_camids": torch.randint(num_cams, (num_gallery,), generator=gen),
     }
-
-
-def _status_mib(field: str) -> float | None:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc, in MiB (Linux only)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def timed_peak_growth(fn, *args, **kwargs) -> tuple[Any, float, float]:
-    """``fn(*args)``, its seconds, and its peak resident memory above that before the call, MiB.
-
-    Resets the kernel's peak counter first (``/proc/self/clear_refs``, Linux >= 4.0), so torch
-    allocations count too; elsewhere falls back to ``ru_maxrss``, which only shows growth past
-    the earlier peak of the process.
-    """
-    before = _status_mib("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        before = None
-    start = time.perf_counter()
-    if before is None:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result = fn(*args, **kwargs)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    else:
-        result = fn(*args, **kwargs)
-        seconds = time.perf_counter() - start
-        peak = _status_mib("VmHWM") or before
-    return result, seconds, max(0.0, peak - before)
 
 
 def bench(
