@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:  # DDP: every process gets here
             log.warning("rvsl-train: pre-empted (SIGTERM); resume with: %s", resume_command())
         sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
-    return metrics.get("best_model_score")  # what an optimisation sweep maximises
+    return float(metrics.get("best_model_score") or 0.0)  # sweeps maximise it; 0.0: no best ckpt
 
 
 def resume_command() -> str:
