@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -50,6 +51,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from pytorch_lightning.strategies import DDPStrategy
 
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.engine.module import RVSLModule
@@ -195,9 +197,16 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         pool_size=50,
     )
     timer = StepTimer(cuda)
+    strategy: Any = "auto"
+    if job.get("ddp"):  # one process: what DDP's reducer costs over plain training
+        strategy = DDPStrategy(
+            process_group_backend="nccl" if cuda else "gloo",
+            find_unused_parameters=job["ddp"] == "find_unused",
+        )
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu",
         devices=1,
+        strategy=strategy,
         precision=job["precision"],
         max_epochs=1,
         # manual optimisation counts every optimizer.step() in global_step (up to 3 per batch),
@@ -230,6 +239,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         else 0,
         "stage": job["stage"],
         "num_workers": job["num_workers"],
+        "strategy": f"ddp ({job['ddp']})" if job.get("ddp") else "single",
         "measured_steps": len(step),
         "pairs_per_s": cfg.batch_size * len(step) / sum(step),
         "step_ms": 1000 * float(np.mean(step)),
@@ -291,6 +301,14 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="32-true", help="Trainer precision, e.g. bf16-mixed")
+    parser.add_argument(
+        "--ddp",
+        nargs="+",
+        default=[],
+        choices=["find_unused"],
+        help="also run under DDPStrategy(find_unused_parameters=True) on one device (what the "
+        "ddp configs use), to measure what DDP costs over the plain run",
+    )
     parser.add_argument("--data-dir", help="where to write the PNG folders (default: a temp dir)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -309,7 +327,8 @@ def main() -> None:
         f"precision {args.precision}, warm-up {args.warmup}"
     )
     header = (
-        f"{'config':18} {'stage':10} {'workers':>7} {'steps':>5} {'pairs/s':>8} {'step ms':>8} "
+        f"{'config':18} {'stage':10} {'strategy':20} {'workers':>7} {'steps':>5} {'pairs/s':>8} "
+        f"{'step ms':>8} "
         f"{'data-wait %':>11} {'peak RSS MiB':>12}"
     )
     if cuda:
@@ -331,7 +350,7 @@ def main() -> None:
             print(header)
             print("-" * len(header))
             for workers in args.num_workers or cfg.num_workers:
-                for stage in args.stages:
+                for stage, ddp in itertools.product(args.stages, [None, *args.ddp]):
                     job = {
                         "cfg": cfg,
                         "stage": stage,
@@ -341,11 +360,13 @@ def main() -> None:
                         "warmup": args.warmup,
                         "device": args.device,
                         "precision": args.precision,
+                        "ddp": ddp,
                     }
                     row = run_isolated(job, context)
                     rows.append(row)
                     line = (
-                        f"{cfg.label:18} {stage:10} {workers:>7} {row['measured_steps']:>5} "
+                        f"{cfg.label:18} {stage:10} {row['strategy']:20} {workers:>7} "
+                        f"{row['measured_steps']:>5} "
                         f"{row['pairs_per_s']:>8.1f} {row['step_ms']:>8.0f} "
                         f"{row['data_wait_pct']:>11.1f} {row['peak_rss_mib']:>12.0f}"
                     )

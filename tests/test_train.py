@@ -11,9 +11,9 @@ import hydra
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
-from rvsl.engine.train import train
+from rvsl.engine.train import RunConfigError, train
 from rvsl.models import load_net
 
 TEST_SETS = ("SYN", "REAL_CLEAR", "REAL_FOGGY")
@@ -194,6 +194,31 @@ def test_a_batch_size_that_is_not_a_multiple_of_k_fails_before_training(compose_
 
     with pytest.raises(RunConfigError, match=r"data.batch_size \(5\) must be a positive multiple"):
         train(compose_train("data.batch_size=5"))
+
+
+def test_more_gpus_than_the_machine_has_fail_before_training(compose_train):
+    cfg = compose_train("trainer=gpu", f"trainer.devices={torch.cuda.device_count() + 1}")
+    with pytest.raises(RunConfigError, match=r"asks for \d+ GPUs, but this machine has"):
+        train(cfg)
+
+
+def test_too_few_identities_for_p_per_process_fail_before_processes_start(compose_train):
+    # the tiny set has 6 synthetic identities; P = 6 / 2 = 3 per process, 3 processes need 9
+    cfg = compose_train("trainer=ddp_cpu", "trainer.devices=3")
+    with pytest.raises(RunConfigError, match="a step needs 9 distinct identities, but the"):
+        train(cfg)
+
+
+def test_a_multi_process_run_in_a_local_sweep_is_refused(compose_train):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    cfg = compose_train("trainer=ddp_cpu")
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.mode = RunMode.MULTIRUN  # as `rvsl-train -m ...` composes it
+    HydraConfig().set_config(cfg)
+    with pytest.raises(RunConfigError, match=r"trainer\.devices=2 in a local sweep"):
+        train(cfg)
 
 
 def test_a_missing_data_root_fails_before_training_naming_the_folder(compose_train, tmp_path):

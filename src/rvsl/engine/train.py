@@ -8,6 +8,9 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -126,10 +129,53 @@ def prepare_data(cfg: DictConfig) -> pl.LightningDataModule:
     return datamodule
 
 
+def refuse_local_ddp_sweep(trainer_cfg: DictConfig) -> None:
+    """A multi-process DDP run inside a locally launched sweep cannot work: Lightning starts
+    its worker processes by re-running the command line, ``-m`` and all."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    launcher = str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
+    devices = trainer_cfg.get("devices", 1)
+    many = not isinstance(devices, int) or devices > 1 or trainer_cfg.get("num_nodes", 1) > 1
+    if hydra_cfg.mode == RunMode.MULTIRUN and "BasicLauncher" in launcher and many:
+        raise RunConfigError(
+            f"trainer.devices={devices} in a local sweep: Lightning would re-run the whole sweep "
+            "in every DDP worker; sweep with trainer.devices=1 locally, or use "
+            "hydra/launcher=slurm"
+        )
+
+
+def check_scale(trainer_cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Devices that exist, and enough identities for P per batch on every process: checked
+    here, before processes start, because inside them the error would come once per rank."""
+    devices, nodes = trainer_cfg.get("devices", 1), int(trainer_cfg.get("num_nodes", 1) or 1)
+    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
+    if not isinstance(devices, int):
+        return  # "auto", -1 or a list of ids: Lightning resolves and checks those
+    if accelerator in ("gpu", "cuda") and devices > torch.cuda.device_count():
+        raise RunConfigError(
+            f"trainer.devices={devices} asks for {devices} GPUs, but this machine has "
+            f"{torch.cuda.device_count()}"
+        )
+    world = devices * nodes
+    identities = datamodule.num_classes
+    per_process = getattr(datamodule, "ids_per_batch", 1)
+    if identities < per_process * world:
+        raise RunConfigError(
+            f"data.batch_size={datamodule.batch_size} is P={per_process} identities x "
+            f"K={datamodule.num_instances} per process; with {world} processes a step needs "
+            f"{per_process * world} distinct identities, but the training set has {identities}: "
+            "lower data.batch_size or trainer.devices"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``)."""
     pl.seed_everything(cfg.seed, workers=True)
+    refuse_local_ddp_sweep(cfg.trainer)
     datamodule = prepare_data(cfg)
+    check_scale(cfg.trainer, datamodule)
     with open_dict(cfg):
         cfg.model.num_classes = datamodule.num_classes
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
