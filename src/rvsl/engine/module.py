@@ -14,6 +14,7 @@ A NaN/Inf loss (GAN training can blow up) skips that optimizer's update with a w
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,7 @@ STAGE_DISCRIMINATORS = {
 }
 BRANCHES = ("clear", "hazy")
 ADVERSARIAL_PAIRING = ("consistent", "reference")
+LR_SCALING = ("none", "linear", "sqrt")
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,34 @@ class NonFiniteLossError(RuntimeError):
 
     The message names the non-finite loss terms, the step, and the checkpoint to resume from.
     """
+
+
+@rank_zero_only
+def _info(message: str) -> None:
+    log.info(message)
+
+
+def lr_factor(world_size: int, rule: str) -> float:
+    """How much ``rule`` multiplies a one-process learning rate by with ``world_size`` processes.
+
+    The paper's learning rates are for one GPU with ``data.batch_size`` images; with N processes
+    the effective batch is N times larger. ``linear`` (Goyal et al., 2017) multiplies by N,
+    ``sqrt`` by sqrt(N), ``none`` keeps the paper's values.
+    """
+    if rule not in LR_SCALING:
+        raise ValueError(f"lr_scaling must be one of {LR_SCALING}, not {rule!r}")
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, not {world_size}")
+    if rule == "linear":
+        return float(world_size)
+    if rule == "sqrt":
+        return math.sqrt(world_size)
+    return 1.0
+
+
+def scaled_lr(lr: float, world_size: int, rule: str) -> float:
+    """``lr`` scaled for ``world_size`` processes by ``rule`` (see :func:`lr_factor`)."""
+    return lr * lr_factor(world_size, rule)
 
 
 def default_adam(params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
@@ -123,6 +153,7 @@ class RVSLModule(pl.LightningModule):
         target_test_set: str | None = None,
         baseline_domains: Sequence[str] = ("clear", "hazy"),
         max_nonfinite_steps: int = 5,
+        lr_scaling: str = "none",
         net: RVSLNet | None = None,
     ) -> None:
         super().__init__()
@@ -139,6 +170,8 @@ class RVSLModule(pl.LightningModule):
                 f"adversarial_pairing must be one of {ADVERSARIAL_PAIRING}, "
                 f"not {adversarial_pairing!r}"
             )
+        if lr_scaling not in LR_SCALING:
+            raise ValueError(f"lr_scaling must be one of {LR_SCALING}, not {lr_scaling!r}")
         if max_nonfinite_steps < 0:
             raise ValueError(f"max_nonfinite_steps must be >= 0, not {max_nonfinite_steps}")
         self.stage = stage
@@ -211,20 +244,34 @@ class RVSLModule(pl.LightningModule):
                 {f"{name}_{branch}": RetrievalMetric() for name in names for branch in BRANCHES}
             )
 
+    def _world_size(self) -> int:
+        """The number of training processes: the attached trainer's, else 1."""
+        trainer = self._trainer
+        return int(trainer.world_size) if trainer is not None else 1
+
     def configure_optimizers(self) -> list[dict[str, Any]]:
         """The main optimizer (network; no generators in the baseline), then one per discriminator
-        of the stage, each with its per-epoch schedule."""
+        of the stage, each with its per-epoch schedule. With ``lr_scaling`` every optimizer's
+        learning rate is scaled for the world size before its schedule is built."""
+        rule = self.hparams.get("lr_scaling", "none")
+        world_size = self._world_size()
+        factor = lr_factor(world_size, rule)
         skip = ("gen_clear.", "gen_hazy.") if self.stage == "baseline" else ()
         main_params = [
             p for n, p in self.net.named_parameters() if p.requires_grad and not n.startswith(skip)
         ]
-        configs = [
-            self._with_scheduler(self.optimizer_factory(params=main_params), self.scheduler_factory)
-        ]
+        optimizers = [(self.optimizer_factory(params=main_params), self.scheduler_factory)]
         for name in STAGE_DISCRIMINATORS[self.stage]:
             opt = self.disc_optimizer_factory(params=getattr(self, name).parameters())
-            configs.append(self._with_scheduler(opt, self.disc_scheduler_factory))
-        return configs
+            optimizers.append((opt, self.disc_scheduler_factory))
+        for opt, _ in optimizers:
+            for group in opt.param_groups:
+                group["lr"] *= factor
+                if "initial_lr" in group:  # set by a scheduler the factory may have built
+                    group["initial_lr"] *= factor
+        if rule != "none" or world_size > 1:
+            _info(f"lr x{factor:g} ({rule}, world size {world_size})")
+        return [self._with_scheduler(opt, factory) for opt, factory in optimizers]
 
     @staticmethod
     def _with_scheduler(opt: torch.optim.Optimizer, factory: SchedulerFactory | None) -> dict:

@@ -19,8 +19,11 @@ def dehazing_quality(
     The generator output has no activation, so it is clamped to [0, 1] first, as a
     saved picture would be.
     """
-    ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
-    psnr = PeakSignalNoiseRatio(data_range=1.0).to(device)
+    # Local: one process sees every pair, and under DDP only rank zero calls this, so syncing
+    # on compute would wait at a barrier for processes that never come.
+    local = {"data_range": 1.0, "sync_on_compute": False}
+    ssim = StructuralSimilarityIndexMeasure(**local).to(device)
+    psnr = PeakSignalNoiseRatio(**local).to(device)
     was_training = net.training
     net.eval()
     try:
