@@ -427,15 +427,19 @@ class RVSLModule(pl.LightningModule):
         finite = bool(torch.isfinite(tensor).all())
         return self.trainer.strategy.reduce_boolean_decision(finite, all=True)
 
-    def _grads_finite(self, opt: Any) -> bool:
-        """One fused max-abs over the optimizer's gradients, one sync (DDP: already averaged)."""
+    @staticmethod
+    def _update_finite(opt: Any, loss: Tensor) -> bool:
+        """Loss and gradients finite: one fused max-abs over the gradients, one sync.
+
+        Under DDP the gradients are already averaged, so a NaN on any process shows on all
+        and every process takes the same decision without another all-reduce.
+        """
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return True
-        norms = torch._foreach_norm(grads, float("inf"))  # max |g|: NaN/Inf show, no overflow
-        if len({n.dtype for n in norms}) > 1:
-            norms = [n.float() for n in norms]
-        return bool(torch.isfinite(torch.stack(norms)).all())
+        values = [loss.detach().float().reshape(1)]
+        if grads:
+            norms = torch._foreach_norm(grads, float("inf"))  # max |g|: NaN/Inf show
+            values += [n.float().reshape(1) for n in norms]
+        return bool(torch.isfinite(torch.cat(values)).all())
 
     def _backward_and_step(
         self,
@@ -447,26 +451,34 @@ class RVSLModule(pl.LightningModule):
     ) -> str | None:
         """Backward, clip and step ``opt``; or skip it and return why.
 
-        Checked: the loss before the backward (one sync), and, when no AMP GradScaler is active,
-        the gradients after it (one more; a GradScaler skips Inf gradients itself, and must
-        see them to lower its scale). A skipped optimizer keeps no gradients.
+        Without an AMP GradScaler: backward, then one check of loss and gradients together
+        (one sync per optimizer; a NaN loss gives NaN gradients anyway). With one: the loss
+        is checked before the backward (it skips Inf gradients itself and must see them to
+        lower its scale). Only a failed check pays for naming the terms. A skipped optimizer
+        keeps no gradients.
         """
         opt.zero_grad(set_to_none=True)
-        if not self._finite_everywhere(loss):
-            reason = self._nonfinite_terms(loss, terms or {name: loss})
-            self._report_skip(name, reason)
-            return reason
-        self.manual_backward(loss)
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is None and not self._grads_finite(opt):
-            opt.zero_grad(set_to_none=True)
-            reason = "NaN/Inf gradients (the loss was finite)"
-            self._report_skip(name, reason)
-            return reason
+        if scaler is not None:
+            if not self._finite_everywhere(loss):
+                return self._skip(opt, name, self._nonfinite_terms(loss, terms or {name: loss}))
+            self.manual_backward(loss)
+        else:
+            self.manual_backward(loss)
+            if not self._update_finite(opt, loss):
+                if bool(torch.isfinite(loss).all()):
+                    return self._skip(opt, name, "NaN/Inf gradients (the loss was finite)")
+                return self._skip(opt, name, self._nonfinite_terms(loss, terms or {name: loss}))
         if clip:
             self.clip_gradients(opt, clip, "norm")
         opt.step()
         return None
+
+    def _skip(self, opt: Any, name: str, reason: str) -> str:
+        """Drop ``opt``'s gradients for this step, warn, and return the reason."""
+        opt.zero_grad(set_to_none=True)
+        self._report_skip(name, reason)
+        return reason
 
     @staticmethod
     def _nonfinite_terms(loss: Tensor, terms: Mapping[str, Tensor]) -> str:
