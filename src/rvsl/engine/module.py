@@ -22,6 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
@@ -128,6 +129,13 @@ class RVSLModule(pl.LightningModule):
         max_nonfinite_steps: stop with :class:`NonFiniteLossError` after this many consecutive
             training steps whose main update was skipped for a NaN/Inf loss or gradient;
             0 = never stop, only skip. The streak is not checkpointed: a resumed run starts at 0.
+        lr_scaling: ``none`` | ``linear`` | ``sqrt``: learning rates for the world size.
+        channels_last: keep convolution weights and image batches in NHWC memory order (faster
+            convolutions on tensor-core GPUs, especially under bf16/fp16).
+        compile: ``torch.compile`` the encoders, trunk, generators and discriminators when
+            fitting. In place (``nn.Module.compile``), so checkpoints keep their keys.
+        compile_options: keyword arguments for ``torch.compile`` (``mode``, ``backend``,
+            ``dynamic``, ...).
         net: a ready network instead of building one (tests, custom models).
     """
 
@@ -154,6 +162,9 @@ class RVSLModule(pl.LightningModule):
         baseline_domains: Sequence[str] = ("clear", "hazy"),
         max_nonfinite_steps: int = 5,
         lr_scaling: str = "none",
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_options: Mapping[str, Any] | None = None,
         net: RVSLNet | None = None,
     ) -> None:
         super().__init__()
@@ -200,6 +211,8 @@ class RVSLModule(pl.LightningModule):
             load_pretrained_backbone(self.net, pretrained)
         if init_from:
             self.load_weights_from(init_from)
+        if channels_last:  # copy_ from checkpoints keeps this layout
+            self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -235,7 +248,10 @@ class RVSLModule(pl.LightningModule):
         self.load_state_dict(wanted, strict=False)
 
     def setup(self, stage: str) -> None:
-        """Create one retrieval metric per (test set, branch) of the attached datamodule."""
+        """Create one retrieval metric per (test set, branch) of the attached datamodule, and
+        compile the networks for fitting when asked to."""
+        if stage == "fit" and self.hparams.get("compile", False):
+            self.compile_networks()
         datamodule = getattr(self.trainer, "datamodule", None)
         names = list(getattr(datamodule, "val_set_names", []) or [])
         if names != self.val_set_names:
@@ -243,6 +259,36 @@ class RVSLModule(pl.LightningModule):
             self.val_metrics = nn.ModuleDict(
                 {f"{name}_{branch}": RetrievalMetric() for name in names for branch in BRANCHES}
             )
+
+    def compile_networks(self) -> None:
+        """``torch.compile`` every convolutional part in place; state-dict keys are unchanged.
+
+        Parts, not the whole module: the training step calls them in stage-dependent orders
+        with optimizers toggled in between, and the small heads gain nothing from compiling.
+        """
+        options = dict(self.hparams.get("compile_options") or {})
+        parts = [self.net.enc_hazy, self.net.trunk, self.net.gen_clear, self.net.gen_hazy]
+        if self.net.enc_clear is not self.net.enc_hazy:
+            parts.append(self.net.enc_clear)
+        parts += [self.disc_clear, self.disc_hazy]
+        for part in parts:
+            part.compile(**options)
+
+    def _in_memory_layout(self, batch: Any) -> Any:
+        """With ``channels_last``, every image batch (4-D float tensor) in NHWC order.
+
+        Done in the steps, not in ``on_after_batch_transfer``: Lightning warns whenever a module
+        overrides that hook while a datamodule is attached.
+        """
+        if not self.hparams.get("channels_last", False):
+            return batch
+        return apply_to_collection(
+            batch,
+            Tensor,
+            lambda t: t.contiguous(memory_format=torch.channels_last)
+            if t.dim() == 4 and t.is_floating_point()
+            else t,
+        )
 
     def _world_size(self) -> int:
         """The number of training processes: the attached trainer's, else 1."""
@@ -375,6 +421,7 @@ class RVSLModule(pl.LightningModule):
         the applied updates only (NaN would spoil the epoch means); ``train/skipped_updates/*``
         counts the others per epoch.
         """
+        batch = self._in_memory_layout(batch)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         opt_main, opt_discs = optimizers[0], optimizers[1:]
@@ -590,7 +637,7 @@ class RVSLModule(pl.LightningModule):
         self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         name = self.val_set_names[dataloader_idx]
-        feats = self.net.embed(batch["image"])
+        feats = self.net.embed(self._in_memory_layout(batch)["image"])
         for branch in BRANCHES:
             self.val_metrics[f"{name}_{branch}"].update(
                 feats[f"feat_{branch}"].float(),

@@ -151,6 +151,14 @@ def check_scale(trainer_cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
     here, before processes start, because inside them the error would come once per rank."""
     devices, nodes = trainer_cfg.get("devices", 1), int(trainer_cfg.get("num_nodes", 1) or 1)
     accelerator = str(trainer_cfg.get("accelerator", "cpu"))
+    strategy = trainer_cfg.get("strategy")
+    distributed = "DDP" in str(OmegaConf.select(trainer_cfg, "strategy._target_", default=""))
+    distributed |= isinstance(strategy, str) and strategy.startswith("ddp")
+    if trainer_cfg.get("sync_batchnorm", False) and accelerator == "cpu" and distributed:
+        raise RunConfigError(
+            "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm cannot synchronise "
+            "CPU processes; set trainer.sync_batchnorm=false for trainer=ddp_cpu"
+        )
     if not isinstance(devices, int):
         return  # "auto", -1 or a list of ids: Lightning resolves and checks those
     if accelerator in ("gpu", "cuda") and devices > torch.cuda.device_count():
