@@ -13,18 +13,30 @@ the training size, so decoding and resizing do real work). A callback stamps
   prefetches one ahead), moving it to the device and the loop's own overhead;
 - step = compute + data wait; pairs/s = synthetic pairs per batch / mean step time.
 
+The FLOPs of one step (forward and backward of every optimizer update; convolutions and matrix
+products, counted by ``torch.utils.flop_counter.FlopCounterMode``) are counted during the last
+warm-up step, so counting costs no measured time; ``achieved GFLOP/s`` = FLOPs / mean compute
+time. Not under ``--compile`` (the counter cannot see inside compiled graphs; the maths is the
+same as the eager run's).
+
+Speed options, each off by default: ``--precision bf16-mixed``, ``--channels-last``
+(``model.channels_last``), ``--compile`` (``model.compile``; its first steps compile, so use
+``--warmup`` >= 2), ``--pin-memory`` (``data.pin_memory``; the DataLoader only pins with CUDA).
+
 The first ``--warmup`` (2) steps are skipped. Each run goes in its own process (fork on CPU,
 spawn on CUDA), so ``peak RSS`` (``ru_maxrss`` of the training process, DataLoader workers not
 included; it starts from the parent's footprint after the imports) and the CUDA peak
 (``torch.cuda.max_memory_allocated``) are per run.
 
     python scripts/bench_train.py [--configs demo r50] [--stages ...] [--steps N]
-        [--num-workers 0 2] [--device cpu|cuda] [--json out.json]
+        [--num-workers 0 2] [--device cpu|cuda] [--precision P] [--channels-last] [--compile]
+        [--pin-memory] [--json out.json]
 
-Defaults: demo with 0 and 2 workers, 2 measured steps; r50 with 0 workers, 1 measured step (its
-steps take 2-14 s on 2 CPU cores, and loading is <2% of them). That is about 5 minutes on a
-2-core CPU machine (``--steps 1``: about 4.5). ``--steps`` and ``--num-workers`` override both
-configs.
+Defaults on CPU: demo with 0 and 2 workers, 2 measured steps; r50 (at 128x128) with 0 workers,
+1 measured step (its steps take 2-14 s on 2 CPU cores, and loading is <2% of them). That is
+about 5 minutes on a 2-core CPU machine (``--steps 1``: about 4.5). On CUDA: demo, and r50_384
+(the paper's 384x384, 36 + 18 images per step, 8 workers). ``--steps`` and ``--num-workers``
+override every config.
 
 Note: with workers, their prefetch queue fills during warm-up, so with few measured steps the
 data-wait share can read lower than in a long run when loading is the bottleneck.
@@ -52,6 +64,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.strategies import DDPStrategy
+from torch.utils.flop_counter import FlopCounterMode
 
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.engine.module import RVSLModule
@@ -77,7 +90,12 @@ CONFIGS = {
     "demo": BenchConfig("demo r18_ibn_a@64", "resnet18_ibn_a", 64, 4, 32, 32, 2, (0, 2)),
     # 2-14 s per step on 2 CPU cores: one measured step and no worker sweep by default
     "r50": BenchConfig("r50_ibn_a@128", "resnet50_ibn_a", 128, 4, 12, 12, 1, (0,)),
+    # the paper's training size and per-GPU batch (data=fvrid): for GPUs
+    "r50_384": BenchConfig("r50_ibn_a@384", "resnet50_ibn_a", 384, 6, 36, 18, 10, (8,)),
+    # smoke tests of the scripts: seconds on a CPU
+    "tiny": BenchConfig("tiny r18_ibn_a@32", "resnet18_ibn_a", 32, 2, 4, 4, 1, (0,)),
 }
+DEFAULT_CONFIGS = {"cpu": ("demo", "r50"), "cuda": ("demo", "r50_384")}
 STAGES = ("baseline", "syn_haze", "real_clear", "real_haze")
 IMAGE_SCALE = 1.25  # written images are this much larger than the training size
 TEST_IDS = 3
@@ -111,7 +129,11 @@ def _write_split(
 
 def make_fvrid(root: Path, cfg: BenchConfig, batches: int) -> Path:
     """An FVRID tree with enough identities for ``batches`` PK batches in ONE epoch, and enough
-    real images for ``batches`` real batches in one pass (no epoch or loader restarts)."""
+    real images for ``batches`` real batches in one pass (no epoch or loader restarts).
+    A tree this function completed before (under ``--data-dir``) is reused as it is."""
+    done = root / ".complete"
+    if done.is_file():
+        return root
     rng = np.random.default_rng(0)
     size = round(cfg.size * IMAGE_SCALE)
     k = cfg.num_instances
@@ -128,17 +150,22 @@ def make_fvrid(root: Path, cfg: BenchConfig, batches: int) -> Path:
         )
         _write_split(root / top / f"query_{kind}", rng, test, 1, size, None)
         _write_split(root / top / f"gallery_{kind}", rng, test, 2, size, None)
+    done.touch()
     return root
 
 
 # ---------------------------------------------------------------------------- timing
 class StepTimer(pl.Callback):
-    """perf_counter stamps at the start and end of every training batch."""
+    """perf_counter stamps at the start and end of every training batch, and the FLOPs of
+    batch ``count_flops_at`` (None: not counted)."""
 
-    def __init__(self, cuda: bool) -> None:
+    def __init__(self, cuda: bool, count_flops_at: int | None = None) -> None:
         self.cuda = cuda
         self.starts: list[float] = []
         self.ends: list[float] = []
+        self.count_flops_at = count_flops_at
+        self.flops: int | None = None
+        self._counter: FlopCounterMode | None = None
 
     def _now(self) -> float:
         if self.cuda:
@@ -146,10 +173,17 @@ class StepTimer(pl.Callback):
         return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.count_flops_at:
+            self._counter = FlopCounterMode(display=False)
+            self._counter.__enter__()
         self.starts.append(self._now())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.ends.append(self._now())
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self.flops = int(self._counter.get_total_flops())
+            self._counter = None
 
     def split(self, warmup: int) -> tuple[list[float], list[float]]:
         """(compute, data wait) per measured step, the first ``warmup`` steps skipped."""
@@ -184,7 +218,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         real_batch_size=cfg.real_batch_size,
         test_sets=("SYN",),
         num_workers=job["num_workers"],
-        pin_memory=cuda,
+        pin_memory=job["pin_memory"],
         seed=0,
     )
     model = RVSLModule(
@@ -195,8 +229,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         optimizer=functools.partial(torch.optim.Adam, lr=1e-4, weight_decay=5e-4),
         disc_optimizer=functools.partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
         pool_size=50,
+        channels_last=job["channels_last"],
+        compile=job["compile"],
     )
-    timer = StepTimer(cuda)
+    # the last warm-up step: its counting overhead is in no measured compute or data wait
+    timer = StepTimer(cuda, None if job["compile"] else job["warmup"] - 1)
     strategy: Any = "auto"
     if job.get("ddp"):  # one process: what DDP's reducer costs over plain training
         strategy = DDPStrategy(
@@ -240,13 +277,20 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "stage": job["stage"],
         "num_workers": job["num_workers"],
         "strategy": f"ddp ({job['ddp']})" if job.get("ddp") else "single",
+        "precision": job["precision"],
+        "channels_last": job["channels_last"],
+        "compile": job["compile"],
+        "pin_memory": job["pin_memory"],
         "measured_steps": len(step),
+        "first_step_s": timer.ends[0] - timer.starts[0],  # includes compiling, if any
         "pairs_per_s": cfg.batch_size * len(step) / sum(step),
         "step_ms": 1000 * float(np.mean(step)),
         "step_ms_median": 1000 * float(np.median(step)),
         "compute_ms": 1000 * float(np.mean(compute)),
         "data_wait_ms": 1000 * float(np.mean(wait)),
         "data_wait_pct": 100 * sum(wait) / sum(step),
+        "flops_per_step": timer.flops,
+        "achieved_gflops": timer.flops / float(np.mean(compute)) / 1e9 if timer.flops else None,
         "torch_threads": torch.get_num_threads(),
         "rss_at_start_mib": rss_start,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -287,7 +331,12 @@ def run_isolated(job: dict[str, Any], context: mp.context.BaseContext) -> dict[s
 # ---------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        help="default: demo r50 on CPU, demo r50_384 on CUDA",
+    )
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument(
         "--steps", type=int, help="measured steps per run, all configs (default: demo 2, r50 1)"
@@ -301,6 +350,11 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="32-true", help="Trainer precision, e.g. bf16-mixed")
+    parser.add_argument("--channels-last", action="store_true", help="model.channels_last=true")
+    parser.add_argument("--compile", action="store_true", help="model.compile=true")
+    parser.add_argument(
+        "--pin-memory", action="store_true", help="data.pin_memory=true (default: off)"
+    )
     parser.add_argument(
         "--ddp",
         nargs="+",
@@ -322,14 +376,21 @@ def main() -> None:
     # a forked child cannot use CUDA (nor OpenMP the parent already used): spawn on GPUs
     context = mp.get_context("spawn" if cuda else "fork")
 
+    configs = args.configs or list(DEFAULT_CONFIGS[args.device])
+    options = {
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "pin_memory": args.pin_memory,
+    }
     print(
         f"device: {args.device}, torch {torch.__version__}, lightning {pl.__version__}, "
-        f"precision {args.precision}, warm-up {args.warmup}"
+        f"warm-up {args.warmup}, options {options}"
     )
     header = (
         f"{'config':18} {'stage':10} {'strategy':20} {'workers':>7} {'steps':>5} {'pairs/s':>8} "
         f"{'step ms':>8} "
-        f"{'data-wait %':>11} {'peak RSS MiB':>12}"
+        f"{'data-wait %':>11} {'GFLOP/s':>8} {'peak RSS MiB':>12}"
     )
     if cuda:
         header += f" {'peak CUDA MiB':>13}"
@@ -337,7 +398,7 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     try:
-        for key in args.configs:
+        for key in configs:
             cfg = CONFIGS[key]
             steps = args.steps or cfg.steps
             batches = args.warmup + steps + 2  # Lightning prefetches one batch ahead
@@ -359,8 +420,8 @@ def main() -> None:
                         "steps": steps,
                         "warmup": args.warmup,
                         "device": args.device,
-                        "precision": args.precision,
                         "ddp": ddp,
+                        **options,
                     }
                     row = run_isolated(job, context)
                     rows.append(row)
@@ -368,7 +429,9 @@ def main() -> None:
                         f"{cfg.label:18} {stage:10} {row['strategy']:20} {workers:>7} "
                         f"{row['measured_steps']:>5} "
                         f"{row['pairs_per_s']:>8.1f} {row['step_ms']:>8.0f} "
-                        f"{row['data_wait_pct']:>11.1f} {row['peak_rss_mib']:>12.0f}"
+                        f"{row['data_wait_pct']:>11.1f} "
+                        f"{row['achieved_gflops'] or float('nan'):>8.1f} "
+                        f"{row['peak_rss_mib']:>12.0f}"
                     )
                     if "peak_cuda_mib" in row:
                         line += f" {row['peak_cuda_mib']:>13.0f}"
@@ -385,8 +448,8 @@ def main() -> None:
                 "device": args.device,
                 "torch": torch.__version__,
                 "lightning": pl.__version__,
-                "precision": args.precision,
                 "warmup": args.warmup,
+                **options,
             }
             json.dump({**meta, "rows": rows}, handle, indent=2)
 

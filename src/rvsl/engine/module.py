@@ -285,9 +285,11 @@ class RVSLModule(pl.LightningModule):
         return apply_to_collection(
             batch,
             Tensor,
-            lambda t: t.contiguous(memory_format=torch.channels_last)
-            if t.dim() == 4 and t.is_floating_point()
-            else t,
+            lambda t: (
+                t.contiguous(memory_format=torch.channels_last)
+                if t.dim() == 4 and t.is_floating_point()
+                else t
+            ),
         )
 
     def _world_size(self) -> int:
