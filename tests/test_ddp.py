@@ -117,6 +117,7 @@ def test_a_two_process_cpu_run_trains_validates_and_writes_each_file_once(tiny_f
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
+    assert "recommended to use `self.log(" not in output  # training logs average every rank
 
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints == ["best-epoch000.ckpt", "last.ckpt"]  # no -v1 duplicate, no temp file

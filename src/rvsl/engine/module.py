@@ -458,13 +458,25 @@ class RVSLModule(pl.LightningModule):
             self.untoggle_optimizer(opt)
             skipped[name] = skip is not None
         batch_size = batch["syn"]["pid"].shape[0]
-        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, batch_size=batch_size)
+        # Under DDP the epoch values average (and the skip counts sum) over every process, not
+        # rank zero's share alone: one small all-reduce per key and step. Every process logs
+        # the same keys, because all of them skip the same updates.
+        distributed = self._world_size() > 1
+        self.log_dict(
+            logs,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=False,
+            batch_size=batch_size,
+            sync_dist=distributed,
+        )
         self.log_dict(
             {f"train/skipped_updates/{k}": float(v) for k, v in skipped.items()},
             on_step=False,
             on_epoch=True,
             reduce_fx="sum",
             batch_size=batch_size,
+            sync_dist=distributed,
         )
         if main_skip is None:
             self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
@@ -632,7 +644,13 @@ class RVSLModule(pl.LightningModule):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for name, opt in zip(names, optimizers, strict=True):
-            self.log(f"lr/{name}", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
+            self.log(
+                f"lr/{name}",
+                opt.param_groups[0]["lr"],
+                on_step=False,
+                on_epoch=True,
+                sync_dist=self._world_size() > 1,  # the same on every process: keeps DDP quiet
+            )
 
     # ------------------------------------------------------------------ validation
     def validation_step(
@@ -650,6 +668,10 @@ class RVSLModule(pl.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
+        # The metrics gather every process's features, so all processes hold the same values;
+        # sync_dist averages identical numbers (once per epoch) and keeps Lightning's
+        # per-key "use sync_dist" warning out of DDP logs.
+        distributed = self._world_size() > 1
         for name in self.val_set_names:
             for branch in BRANCHES:
                 metric = self.val_metrics[f"{name}_{branch}"]
@@ -658,7 +680,7 @@ class RVSLModule(pl.LightningModule):
                     self.log(
                         f"val/{name}/{branch}/{key}",
                         value,
-                        sync_dist=False,
+                        sync_dist=distributed,
                         add_dataloader_idx=False,
                     )
                 metric.reset()
