@@ -12,8 +12,10 @@ recorded and the rest still run):
   bf16 runs against the bf16 peak).
 - ``options``: each speed option on and off, one variable at a time, stage 3 (real_haze):
   ``trainer.precision=bf16-mixed``, ``model.channels_last``, ``model.compile``,
-  ``data.num_workers``, ``data.pin_memory``. The plain run is measured at the start and again
-  at the end; their ratio says how noisy the machine was.
+  ``data.num_workers``, ``data.pin_memory``; and ``ddp``: one process under the DDP strategy
+  of ``trainer=ddp`` (``find_unused_parameters=True``) against none, measured back to back in
+  one call. The plain run is measured at the start and again at the end; their ratio says how
+  noisy the machine was.
 - ``network``: the bare network's evaluation and stage-1 step throughput (``bench_model.py``).
 - ``evaluation``: ``evaluate_rank`` against the per-query loop, re-ranking, and embedding
   throughput in PyTorch and ONNX Runtime (``bench_eval.py``).
@@ -72,7 +74,7 @@ class Plan:
 
 QUICK_EVALUATION = ["--num-query", "60", "--num-gallery", "600", "--num-ids", "30"]
 QUICK_EVALUATION += ["--repeats", "1", "--only", "rank"]
-OPTIONS = ("precision", "channels_last", "compile", "num_workers", "pin_memory")
+OPTIONS = ("precision", "channels_last", "compile", "num_workers", "pin_memory", "ddp")
 
 
 def plan_for(device: str, quick: bool) -> Plan:
@@ -84,7 +86,7 @@ def plan_for(device: str, quick: bool) -> Plan:
             options_steps=1,
             base_workers=0,
             worker_options=(0, 1),
-            option_names=("channels_last",),
+            option_names=("channels_last", "ddp"),
             network_args=None,
             evaluation_args=QUICK_EVALUATION,
         )
@@ -180,6 +182,7 @@ def _option_runs(plan: Plan, device: str, peaks: dict | None) -> dict[str, tuple
         "compile": (base, {**base, "compile": True}),
         "num_workers": tuple({**base, "workers": w} for w in plan.worker_options),
         "pin_memory": (base, {**base, "pin_memory": True}),
+        "ddp": ({**base, "ddp": True}, {**base, "ddp": True}),  # one call gives both rows
     }
     fp32 = (peaks or {}).get("float32", {}).get("gflops")
     bf16 = (peaks or {}).get("bfloat16", {}).get("gflops")
@@ -195,9 +198,11 @@ def _option_runs(plan: Plan, device: str, peaks: dict | None) -> dict[str, tuple
     return {name: runs[name] for name in plan.option_names}
 
 
-def _train_once(
+def _train(
     settings: dict, plan: Plan, device: str, work: Path, data_dir: Path
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """bench_train.py's rows for one setting: one row; with ``ddp``, the plain run and then
+    the same run under one-process DDP."""
     args = [
         "--device", device, "--data-dir", str(data_dir), "--configs", settings["config"],
         "--stages", OPTION_STAGE, "--steps", str(plan.options_steps),
@@ -207,28 +212,28 @@ def _train_once(
     args += ["--channels-last"] if settings.get("channels_last") else []
     args += ["--compile"] if settings.get("compile") else []
     args += ["--pin-memory"] if settings.get("pin_memory") else []
-    (row,) = run_script("bench_train.py", args, work)["rows"]
-    return row
+    args += ["--ddp", "find_unused"] if settings.get("ddp") else []
+    return run_script("bench_train.py", args, work)["rows"]
 
 
 def options_section(
     plan: Plan, device: str, work: Path, data_dir: Path, peaks: dict | None
 ) -> dict[str, Any]:
     """Each option off and on; runs with identical settings are measured once and shared."""
-    cache: dict[str, dict[str, Any]] = {}
+    cache: dict[str, list[dict[str, Any]]] = {}
 
-    def measured(settings: dict) -> dict[str, Any]:
+    def measured(settings: dict) -> list[dict[str, Any]]:
         key = json.dumps(settings, sort_keys=True)
         if key not in cache:
-            cache[key] = _train_once(settings, plan, device, work, data_dir)
+            cache[key] = _train(settings, plan, device, work, data_dir)
         return cache[key]
 
     runs = _option_runs(plan, device, peaks)
     base = {"config": plan.options_config, "workers": plan.base_workers}
-    first_base = measured(base)
+    (first_base,) = measured(base)
     results = []
     for name, (off_settings, on_settings) in runs.items():
-        off, on = measured(off_settings), measured(on_settings)
+        off, on = measured(off_settings)[0], measured(on_settings)[-1]
         results.append(
             {
                 "option": name,
@@ -247,7 +252,7 @@ def options_section(
                 "runs": [off, on],
             }
         )
-    again = _train_once(base, plan, device, work, data_dir)  # fresh: the noise yardstick
+    (again,) = _train(base, plan, device, work, data_dir)  # fresh: the noise yardstick
     return {
         "plain_run_repeat_ratio": again["pairs_per_s"] / first_base["pairs_per_s"],
         "results": results,
@@ -255,7 +260,8 @@ def options_section(
 
 
 def _option_value(name: str, row: dict[str, Any]) -> Any:
-    return row["num_workers"] if name == "num_workers" else row[name]
+    column = {"num_workers": "num_workers", "ddp": "strategy"}.get(name, name)
+    return row[column]
 
 
 def _peak_memory(row: dict[str, Any]) -> float:

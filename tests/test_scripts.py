@@ -76,8 +76,10 @@ def test_the_suite_writes_one_json_with_every_section_it_ran(tmp_path):
     assert row["stage"] == "syn_haze" and row["pairs_per_s"] > 0
     assert 0 <= row["data_wait_pct"] <= 100 and row["flops_per_step"] > 1e9
     assert 0 < row["peak_fraction"] < 2  # a step cannot beat the GEMM peak by much
-    (option,) = report["options"]["results"]
-    assert (option["option"], option["off"], option["on"]) == ("channels_last", False, True)
-    assert [run["channels_last"] for run in option["runs"]] == [False, True]
-    assert option["speedup"] > 0 and report["options"]["plain_run_repeat_ratio"] > 0
+    layout, ddp = report["options"]["results"]
+    assert (layout["option"], layout["off"], layout["on"]) == ("channels_last", False, True)
+    assert [run["channels_last"] for run in layout["runs"]] == [False, True]
+    assert (ddp["option"], ddp["off"], ddp["on"]) == ("ddp", "single", "ddp (find_unused)")
+    assert layout["speedup"] > 0 and ddp["speedup"] > 0
+    assert report["options"]["plain_run_repeat_ratio"] > 0
     assert report["evaluation"]["rank"]["max_abs_diff"] == 0.0
