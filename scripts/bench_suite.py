@@ -61,6 +61,7 @@ class Plan:
     options_config: str
     options_steps: int
     base_workers: int  # DataLoader workers of the plain options run
+    base_pin_memory: bool  # pinned batches in the plain options run (data=fvrid pins on GPUs)
     worker_options: tuple[int, int]  # data.num_workers off, on
     option_names: tuple[str, ...]
     network_args: list[str] | None
@@ -85,6 +86,7 @@ def plan_for(device: str, quick: bool) -> Plan:
             options_config="tiny",
             options_steps=1,
             base_workers=0,
+            base_pin_memory=False,
             worker_options=(0, 1),
             option_names=("channels_last", "ddp"),
             network_args=None,
@@ -94,12 +96,13 @@ def plan_for(device: str, quick: bool) -> Plan:
         return Plan(
             matmul_args=[],
             training={
-                "demo": ["--steps", "20", "--num-workers", "4"],
-                "r50_384": ["--steps", "10", "--num-workers", "8"],
+                "demo": ["--steps", "20", "--num-workers", "4", "--pin-memory"],
+                "r50_384": ["--steps", "10", "--num-workers", "8", "--pin-memory"],
             },
             options_config="r50_384",
             options_steps=10,
             base_workers=8,
+            base_pin_memory=True,
             worker_options=(0, 8),
             option_names=OPTIONS,
             network_args=["--iters", "10"],
@@ -115,6 +118,7 @@ def plan_for(device: str, quick: bool) -> Plan:
         options_config="demo",
         options_steps=3,
         base_workers=0,
+        base_pin_memory=False,
         worker_options=(0, workers),
         option_names=OPTIONS,
         network_args=["--iters", "2"],
@@ -173,22 +177,31 @@ def training_section(
     return with_peak_fraction(rows, peaks, device)
 
 
+def _plain(plan: Plan) -> dict[str, Any]:
+    """The plain options run's settings: every option at its off value."""
+    return {
+        "config": plan.options_config,
+        "workers": plan.base_workers,
+        "pin_memory": plan.base_pin_memory,
+    }
+
+
 def _option_runs(plan: Plan, device: str, peaks: dict | None) -> dict[str, tuple[dict, dict]]:
     """option -> (off, on) bench_train.py settings; ``config`` and ``workers`` included."""
-    base = {"config": plan.options_config, "workers": plan.base_workers}
+    base = _plain(plan)
     runs: dict[str, tuple[dict, dict]] = {
         "precision": (base, {**base, "precision": "bf16-mixed"}),
         "channels_last": (base, {**base, "channels_last": True}),
         "compile": (base, {**base, "compile": True}),
         "num_workers": tuple({**base, "workers": w} for w in plan.worker_options),
-        "pin_memory": (base, {**base, "pin_memory": True}),
+        "pin_memory": ({**base, "pin_memory": False}, {**base, "pin_memory": True}),
         "ddp": ({**base, "ddp": True}, {**base, "ddp": True}),  # one call gives both rows
     }
     fp32 = (peaks or {}).get("float32", {}).get("gflops")
     bf16 = (peaks or {}).get("bfloat16", {}).get("gflops")
     slow_bf16 = fp32 and bf16 is not None and bf16 < plan.slow_bf16_fraction * fp32
     if device == "cpu" and "precision" in plan.option_names and slow_bf16:
-        slow = {"config": plan.slow_bf16_config, "workers": plan.base_workers}
+        slow = {**base, "config": plan.slow_bf16_config}
         runs["precision"] = (slow, {**slow, "precision": "bf16-mixed"})
         plan.notes.append(
             f"bfloat16 matmul here runs at {bf16:.1f} GFLOP/s against {fp32:.0f} for float32 "
@@ -229,7 +242,7 @@ def options_section(
         return cache[key]
 
     runs = _option_runs(plan, device, peaks)
-    base = {"config": plan.options_config, "workers": plan.base_workers}
+    base = _plain(plan)
     (first_base,) = measured(base)
     results = []
     for name, (off_settings, on_settings) in runs.items():
