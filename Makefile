@@ -26,7 +26,7 @@ lint: install
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
-# The performance suite: every script in scripts/, one JSON under outputs/bench/ (~16 min on
+# The performance suite: every script in scripts/, one JSON under outputs/bench/ (~18 min on
 # 2 CPU cores; on a GPU machine it measures the GPU). BENCH_ARGS="--only training" etc.
 bench: install
 	$(BIN)/python scripts/bench_suite.py $(BENCH_ARGS)

@@ -23,7 +23,7 @@ recorded and the rest still run):
     python scripts/bench_suite.py [--device cpu|cuda] [--out FILE.json] [--only SECTION ...]
         [--quick]
 
-On the 2-core CPU machine the full suite takes about 20 minutes; ``--quick`` (toy sizes, for
+On the 2-core CPU machine the full suite takes about 18 minutes; ``--quick`` (toy sizes, for
 the tests) well under two. Without ``--out`` the JSON goes to
 ``outputs/bench/bench-<device>-<time>.json``.
 """
