@@ -214,3 +214,24 @@ def test_a_finite_step_resets_the_count_and_zero_never_stops(compose_train, monk
 def test_a_negative_max_nonfinite_steps_is_rejected():
     with pytest.raises(ValueError, match="max_nonfinite_steps must be >= 0"):
         RVSLModule(max_nonfinite_steps=-1)
+
+
+def test_the_streak_stops_after_its_limit_and_names_each_reason_once():
+    from rvsl.engine.nonfinite import NonFiniteStreak
+
+    streak = NonFiniteStreak(limit=2)
+    streak.add("NaN/Inf loss terms: real/dcp")
+    assert not streak.exhausted
+    streak.add("NaN/Inf loss terms: real/dcp")
+    assert streak.exhausted
+    message = streak.stop_message("epoch 3, batch 7", ["net.bnneck.running_var"], True, "l.ckpt")
+    assert message.startswith("training stopped at epoch 3, batch 7: the main update was")
+    assert message.count("real/dcp") == 1 and "net.bnneck.running_var" in message
+    assert "Resume with ckpt_path=l.ckpt" in message
+    streak.reset()
+    assert streak.count == 0 and not streak.exhausted
+    never = NonFiniteStreak(limit=0)
+    for _ in range(100):
+        never.add("NaN")
+    assert not never.exhausted
+    assert "No checkpoint was saved yet" in never.stop_message("epoch 0", [], False, None)

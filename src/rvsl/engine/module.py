@@ -8,7 +8,8 @@ live in :mod:`rvsl.engine.recipes`; every weight comes from the config.
 
 A NaN/Inf loss (GAN training can blow up) skips that optimizer's update with a warning;
 ``max_nonfinite_steps`` such main-loss steps in a row stop the run with
-:class:`NonFiniteLossError`, which names the terms and the last checkpoint to resume from.
+:class:`NonFiniteLossError`, which names the terms and the last checkpoint to resume from
+(the checks and the streak live in :mod:`rvsl.engine.nonfinite`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ from torch import Tensor, nn
 
 from rvsl.engine import recipes
 from rvsl.engine.image_pool import ImagePool
+from rvsl.engine.nonfinite import (
+    NonFiniteLossError,
+    NonFiniteStreak,
+    newest_checkpoint,
+    nonfinite_buffers,
+    nonfinite_terms,
+    update_is_finite,
+)
 from rvsl.losses import LSGANLoss, TripletLoss, discriminator_loss
 from rvsl.metrics import RetrievalMetric
 from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, _short, load_untrusted
@@ -60,13 +69,6 @@ log = logging.getLogger(__name__)
 @rank_zero_only
 def _warn(message: str) -> None:
     log.warning(message)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The main loss was NaN/Inf in ``max_nonfinite_steps`` training steps in a row.
-
-    The message names the non-finite loss terms, the step, and the checkpoint to resume from.
-    """
 
 
 @rank_zero_only
@@ -183,8 +185,7 @@ class RVSLModule(pl.LightningModule):
             )
         if lr_scaling not in LR_SCALING:
             raise ValueError(f"lr_scaling must be one of {LR_SCALING}, not {lr_scaling!r}")
-        if max_nonfinite_steps < 0:
-            raise ValueError(f"max_nonfinite_steps must be >= 0, not {max_nonfinite_steps}")
+        self._streak = NonFiniteStreak(max_nonfinite_steps)  # skipped main updates in a row
         self.stage = stage
         if not baseline_domains or not set(baseline_domains) <= set(BRANCHES):
             raise ValueError(
@@ -205,8 +206,6 @@ class RVSLModule(pl.LightningModule):
         self.val_set_names: list[str] = []
         self.val_metrics = nn.ModuleDict()
         self.skipped_updates: Counter[str] = Counter()  # per optimizer, over this module's life
-        self._nonfinite_streak = 0  # consecutive skipped main updates
-        self._streak_reasons: dict[str, None] = {}  # what was non-finite in them (ordered set)
         if pretrained:
             load_pretrained_backbone(self.net, pretrained)
         if init_from:
@@ -488,20 +487,6 @@ class RVSLModule(pl.LightningModule):
         finite = bool(torch.isfinite(tensor).all())
         return self.trainer.strategy.reduce_boolean_decision(finite, all=True)
 
-    @staticmethod
-    def _update_finite(opt: Any, loss: Tensor) -> bool:
-        """Loss and gradients finite: one fused max-abs over the gradients, one sync.
-
-        Under DDP the gradients are already averaged, so a NaN on any process shows on all
-        and every process takes the same decision without another all-reduce.
-        """
-        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        values = [loss.detach().float().reshape(1)]
-        if grads:
-            norms = torch._foreach_norm(grads, float("inf"))  # max |g|: NaN/Inf show
-            values += [n.float().reshape(1) for n in norms]
-        return bool(torch.isfinite(torch.cat(values)).all())
-
     def _backward_and_step(
         self,
         opt: Any,
@@ -522,14 +507,14 @@ class RVSLModule(pl.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:
             if not self._finite_everywhere(loss):
-                return self._skip(opt, name, self._nonfinite_terms(loss, terms or {name: loss}))
+                return self._skip(opt, name, nonfinite_terms(loss, terms or {name: loss}))
             self.manual_backward(loss)
         else:
             self.manual_backward(loss)
-            if not self._update_finite(opt, loss):
+            if not update_is_finite(opt, loss):
                 if bool(torch.isfinite(loss).all()):
                     return self._skip(opt, name, "NaN/Inf gradients (the loss was finite)")
-                return self._skip(opt, name, self._nonfinite_terms(loss, terms or {name: loss}))
+                return self._skip(opt, name, nonfinite_terms(loss, terms or {name: loss}))
         if clip:
             self.clip_gradients(opt, clip, "norm")
         opt.step()
@@ -540,24 +525,6 @@ class RVSLModule(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         self._report_skip(name, reason)
         return reason
-
-    @staticmethod
-    def _nonfinite_terms(loss: Tensor, terms: Mapping[str, Tensor]) -> str:
-        """Which terms are NaN/Inf (one sync; only called once the loss is known to be)."""
-        if bool(torch.isfinite(loss).all()):
-            return "NaN/Inf loss on another process"
-        values = torch.stack([t.detach().float().sum() for t in terms.values()])
-        bad = [k for k, ok in zip(terms, torch.isfinite(values).tolist(), strict=True) if not ok]
-        return f"NaN/Inf loss terms: {', '.join(bad) or 'the sum overflowed'}"
-
-    def _nonfinite_buffers(self) -> list[str]:
-        """Buffers (batch-norm statistics) that a NaN/Inf forward pass has already corrupted
-        (one sync; only called after a skipped main update)."""
-        named = [(n, b) for n, b in self.named_buffers() if b.is_floating_point()]
-        if not named:
-            return []
-        finite = torch.stack([torch.isfinite(b).all() for _, b in named]).tolist()
-        return [n for (n, _), ok in zip(named, finite, strict=True) if not ok]
 
     def _where(self, batch_idx: int | None = None) -> str:
         batch = "" if batch_idx is None else f", batch {batch_idx}"
@@ -577,53 +544,18 @@ class RVSLModule(pl.LightningModule):
         statistics: skipping the update cannot undo that.
         """
         if main_skip is None:
-            self._nonfinite_streak = 0
-            self._streak_reasons.clear()
+            self._streak.reset()
             return
-        self._nonfinite_streak += 1
-        self._streak_reasons[main_skip] = None
-        limit = self.hparams.max_nonfinite_steps
-        if not limit:
+        self._streak.add(main_skip)
+        if not self._streak.limit:
             return
-        buffers = self._nonfinite_buffers()  # DDP: per process, so the decision is shared
+        buffers = nonfinite_buffers(self)  # DDP: per process, so the decision is shared
         corrupted = self.trainer.strategy.reduce_boolean_decision(bool(buffers), all=False)
-        if corrupted or self._nonfinite_streak >= limit:
-            raise NonFiniteLossError(self._stop_message(batch_idx, buffers, corrupted))
-
-    def _stop_message(self, batch_idx: int, buffers: Sequence[str], corrupted: bool) -> str:
-        n = self._nonfinite_streak
-        what = f"the main update was skipped in {n} consecutive training step{'s' * (n > 1)}"
-        if buffers:
-            what += f" and NaN/Inf reached the buffers {_short(list(buffers))}"
-        elif corrupted:
-            what += " and NaN/Inf reached batch-norm statistics on another process"
-        checkpoint = self._last_checkpoint()
-        if checkpoint is None:
-            resume = "No checkpoint was saved yet: start again"
-        else:
-            resume = f"Last good checkpoint: {checkpoint}. Resume with ckpt_path={checkpoint}"
-        return (
-            f"training stopped at {self._where(batch_idx)}: {what} "
-            f"({'; '.join(self._streak_reasons)}). {resume}, with a lower learning rate "
-            "(model.optimizer.lr) or model.gradient_clip_val set; "
-            "model.max_nonfinite_steps=0 only skips such steps."
-        )
-
-    def _last_checkpoint(self) -> str | None:
-        """The newest checkpoint file the trainer's checkpoint callbacks saved, if any.
-
-        Weights in it are good: skipped updates never write NaN into the parameters.
-        """
-        paths = {
-            path
-            for callback in self.trainer.callbacks
-            for path in (
-                getattr(callback, "last_model_path", ""),
-                getattr(callback, "best_model_path", ""),
+        if corrupted or self._streak.exhausted:
+            checkpoint = newest_checkpoint(self.trainer.callbacks)
+            raise NonFiniteLossError(
+                self._streak.stop_message(self._where(batch_idx), buffers, corrupted, checkpoint)
             )
-            if path and os.path.isfile(path)
-        }
-        return max(paths, key=os.path.getmtime) if paths else None
 
     @staticmethod
     def _accuracy(out: Mapping[str, Tensor], pids: Tensor) -> Tensor:

@@ -1,0 +1,122 @@
+"""NaN/Inf in GAN training: checks that cost one sync each, and the streak that stops a run.
+
+:class:`~rvsl.engine.module.RVSLModule` skips an optimizer's update whose loss or gradients
+are not finite. These helpers decide that cheaply and name the culprits; a
+:class:`NonFiniteStreak` of ``limit`` skipped main updates in a row ends the run with
+:class:`NonFiniteLossError`, whose message says what went wrong and how to resume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rvsl.models.checkpoint import _short
+
+
+class NonFiniteLossError(RuntimeError):
+    """The main loss was NaN/Inf in ``max_nonfinite_steps`` training steps in a row.
+
+    The message names the non-finite loss terms, the step, and the checkpoint to resume from.
+    """
+
+
+def update_is_finite(opt: Any, loss: Tensor) -> bool:
+    """Loss and gradients finite: one fused max-abs over the gradients, one sync.
+
+    Under DDP the gradients are already averaged, so a NaN on any process shows on all
+    and every process takes the same decision without another all-reduce.
+    """
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    values = [loss.detach().float().reshape(1)]
+    if grads:
+        norms = torch._foreach_norm(grads, float("inf"))  # max |g|: NaN/Inf show
+        values += [n.float().reshape(1) for n in norms]
+    return bool(torch.isfinite(torch.cat(values)).all())
+
+
+def nonfinite_terms(loss: Tensor, terms: Mapping[str, Tensor]) -> str:
+    """Which terms are NaN/Inf (one sync; only called once the loss is known to be)."""
+    if bool(torch.isfinite(loss).all()):
+        return "NaN/Inf loss on another process"
+    values = torch.stack([t.detach().float().sum() for t in terms.values()])
+    bad = [k for k, ok in zip(terms, torch.isfinite(values).tolist(), strict=True) if not ok]
+    return f"NaN/Inf loss terms: {', '.join(bad) or 'the sum overflowed'}"
+
+
+def nonfinite_buffers(module: nn.Module) -> list[str]:
+    """Buffers (batch-norm statistics) that a NaN/Inf forward pass has already corrupted
+    (one sync; only called after a skipped main update)."""
+    named = [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(b).all() for _, b in named]).tolist()
+    return [n for (n, _), ok in zip(named, finite, strict=True) if not ok]
+
+
+def newest_checkpoint(callbacks: Iterable[Any]) -> str | None:
+    """The newest file the checkpoint callbacks saved (best or last), if any.
+
+    Weights in it are good: skipped updates never write NaN into the parameters.
+    """
+    paths = {
+        path
+        for callback in callbacks
+        for path in (
+            getattr(callback, "last_model_path", ""),
+            getattr(callback, "best_model_path", ""),
+        )
+        if path and os.path.isfile(path)
+    }
+    return max(paths, key=os.path.getmtime) if paths else None
+
+
+class NonFiniteStreak:
+    """Consecutive skipped main updates and what was non-finite in them.
+
+    ``limit`` such updates in a row exhaust it; 0 never does (steps are only skipped).
+    Not checkpointed: a resumed run starts a new streak.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0, not {limit}")
+        self.limit = limit
+        self.count = 0
+        self.reasons: dict[str, None] = {}  # an ordered set
+
+    def reset(self) -> None:
+        self.count = 0
+        self.reasons.clear()
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        self.reasons[reason] = None
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.limit) and self.count >= self.limit
+
+    def stop_message(
+        self, where: str, buffers: Sequence[str], corrupted: bool, checkpoint: str | None
+    ) -> str:
+        """Why the run stops at ``where``, and how to resume from ``checkpoint``."""
+        n = self.count
+        what = f"the main update was skipped in {n} consecutive training step{'s' * (n > 1)}"
+        if buffers:
+            what += f" and NaN/Inf reached the buffers {_short(list(buffers))}"
+        elif corrupted:
+            what += " and NaN/Inf reached batch-norm statistics on another process"
+        if checkpoint is None:
+            resume = "No checkpoint was saved yet: start again"
+        else:
+            resume = f"Last good checkpoint: {checkpoint}. Resume with ckpt_path={checkpoint}"
+        return (
+            f"training stopped at {where}: {what} ({'; '.join(self.reasons)}). {resume}, with "
+            "a lower learning rate (model.optimizer.lr) or model.gradient_clip_val set; "
+            "model.max_nonfinite_steps=0 only skips such steps."
+        )
