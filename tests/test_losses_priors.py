@@ -40,11 +40,20 @@ def slow_airlight(image: torch.Tensor, fraction: float, erosion: int) -> torch.T
     return image.reshape(3, h * w)[:, top].mean(dim=1)
 
 
-def slow_cr_loss(clear: torch.Tensor, hazy: torch.Tensor, fraction: float = 0.001):
+def slow_reference_airlight(image: torch.Tensor, fraction: float, erosion: int) -> torch.Tensor:
+    """The reference's loop: ascending sort, keep the last k, add all but the first, divide by k."""
+    _, h, w = image.shape
+    dark = slow_dark_channel(image, erosion).flatten().tolist()
+    k = max(int(h * w * fraction), 1)
+    chosen = sorted(range(h * w), key=lambda p: dark[p])[h * w - k :]
+    return sum((image.reshape(3, h * w)[:, p] for p in chosen[1:]), torch.zeros(3)) / k
+
+
+def slow_cr_loss(clear, hazy, fraction: float = 0.001, airlight=slow_airlight):
     """The reference's maths (chromaticity, F.normalize, MSE), one image at a time."""
     per_image = []
     for j, i in zip(clear, hazy, strict=True):
-        a = slow_airlight(i, fraction, 3)
+        a = airlight(i, fraction, 3)
         chroma = lambda v: v / v.sum(dim=0, keepdim=True).clamp(min=1e-6)  # noqa: E731
         a = chroma(a[:, None, None])
         hazy_dir = F.normalize(chroma(i) - a, dim=0)
@@ -159,6 +168,21 @@ def test_total_variation_matches_a_per_pixel_reference():
     assert total_variation_loss(images).item() == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_total_variation_with_a_zero_padded_border_is_the_reference_convolution():
+    image = torch.zeros(1, 1, 2, 3)
+    image[0, 0, 0, 0] = 1.0  # per direction: |1 - 0| at the border, |0 - 1| inside, over 6 px
+    assert total_variation_loss(image, border="zero_pad").item() == pytest.approx(2 / 6 + 2 / 6)
+    torch.manual_seed(2)
+    images = torch.rand(2, 3, 5, 7)
+    kernel = torch.tensor([-1.0, 1.0, 0.0]).expand(3, 1, 3)  # one [-1, 1, 0] per channel
+    hor = F.conv2d(images, kernel[..., None, :], padding=(0, 1), groups=3)
+    ver = F.conv2d(images, kernel[..., :, None], padding=(1, 0), groups=3)
+    expected = F.l1_loss(hor, torch.zeros_like(hor)) + F.l1_loss(ver, torch.zeros_like(ver))
+    torch.testing.assert_close(total_variation_loss(images, border="zero_pad"), expected)
+    with pytest.raises(ValueError, match="border"):
+        total_variation_loss(images, border="reflect")  # type: ignore[arg-type]
+
+
 def test_total_variation_of_a_single_column_image_is_finite():
     assert torch.isfinite(total_variation_loss(torch.rand(1, 3, 5, 1)))
 
@@ -246,6 +270,25 @@ def test_airlight_with_erosion_matches_a_per_image_reference(fraction):
     torch.testing.assert_close(ours, expected)
 
 
+def test_reference_airlight_adds_the_k_minus_1_brightest_over_k_so_is_zero_below_2000_px():
+    hazy = torch.full((1, 3, 40, 50), 0.1)
+    hazy[0, :, 10:14, 20:24] = torch.tensor([0.9, 0.8, 0.7])[:, None, None]  # 2000 px -> k = 2
+    expected = torch.tensor([[0.45, 0.4, 0.35]])  # the brightest pixel / 2
+    torch.testing.assert_close(estimate_airlight(hazy, mode="reference"), expected)
+    small = hazy[..., :49]  # 1960 px: k = 1, the reference's loop adds nothing
+    assert torch.equal(estimate_airlight(small, mode="reference"), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="airlight"):
+        estimate_airlight(hazy, mode="max")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("fraction", "erosion"), [(0.001, 3), (0.02, 3), (0.05, 1)])
+def test_reference_airlight_matches_a_per_image_restatement(fraction, erosion):
+    hazy = ramp_hazy_batch(4, 48, 50, seed=14)  # 2400 px: k = 2, 48, 120
+    ours = estimate_airlight(hazy, fraction=fraction, erosion_size=erosion, mode="reference")
+    expected = torch.stack([slow_reference_airlight(x, fraction, erosion) for x in hazy])
+    torch.testing.assert_close(ours, expected)
+
+
 def test_airlight_gradient_reaches_only_the_chosen_pixels():
     hazy = torch.full((1, 3, 16, 16), 0.1)
     hazy[0, :, 8:11, 8:11] = 0.6
@@ -283,6 +326,14 @@ def test_cr_loss_matches_a_per_image_reference():
     torch.testing.assert_close(colinear_relation_loss(clear, hazy), slow_cr_loss(clear, hazy))
 
 
+@pytest.mark.parametrize("size", [(48, 50), (24, 20)])  # k = 2; k = 1 (A = 0)
+def test_cr_loss_with_the_reference_airlight_matches_a_per_image_reference(size):
+    hazy = ramp_hazy_batch(3, *size, seed=16)
+    clear = hazy.flip(dims=(0,))[:, [2, 0, 1]]  # other images' colours, off the haze lines
+    expected = slow_cr_loss(clear, hazy, airlight=slow_reference_airlight)
+    torch.testing.assert_close(colinear_relation_loss(clear, hazy, airlight="reference"), expected)
+
+
 def test_cr_loss_of_a_batch_is_the_mean_of_its_images():
     torch.manual_seed(10)
     clear, hazy = torch.rand(3, 3, 32, 16), torch.rand(3, 3, 32, 16)
@@ -318,8 +369,10 @@ PRIORS = {
     "dcp": lambda j, i: dark_channel_loss(j),
     "dcp-one": lambda j, i: dark_channel_loss(j, target="one"),
     "tv": lambda j, i: total_variation_loss(j),
+    "tv-zero-pad": lambda j, i: total_variation_loss(j, border="zero_pad"),
     "midc": lambda j, i: midc_loss(j, i),
     "cr": lambda j, i: colinear_relation_loss(j, i),
+    "cr-reference": lambda j, i: colinear_relation_loss(j, i, airlight="reference"),
 }
 
 

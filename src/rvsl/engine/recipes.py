@@ -1,4 +1,4 @@
-"""The loss recipe of each RVSL stage (METHOD.md), as dicts of named, already-weighted terms.
+"""The loss recipe of each RVSL stage, as dicts of named, already-weighted terms.
 
 Every function returns ``{term_name: weighted_loss}``; the training step sums the values
 and logs each one, so a reader finds a stage's whole objective in one place and a sweep
@@ -26,7 +26,7 @@ from rvsl.losses import (
 Terms = dict[str, Tensor]
 Adversary = Callable[[Tensor], Tensor]  # generated images -> generator's LSGAN loss
 
-# Loss weights per stage, defaulting to the paper's (METHOD.md). ``aux_*`` weigh the labelled
+# Loss weights per stage, defaulting to the paper's (docs/method.md). ``aux_*`` weigh the labelled
 # synthetic branch that stages 2-3 keep as an auxiliary task.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "baseline": {"reid": 1.0},
@@ -75,13 +75,34 @@ def stage_weights(stage: str, overrides: Mapping[str, float] | None = None) -> d
 
 @dataclass(frozen=True)
 class PriorOptions:
-    """Switches for the prior losses; defaults are the sensible behaviour, see METHOD.md quirks."""
+    """Switches for the prior losses. The defaults are the sensible behaviour; each other
+    value reproduces a quirk of the reference code (see docs/method.md).
+
+    ``first_image_only`` and ``remap_from_minus_one`` act on stage 3 only, as in the reference:
+    its stage 2 applies MIDC and CR to the whole batch as given. The remap touches the DCP and
+    TV inputs only; CR still sees the (first) images un-remapped.
+    """
 
     dark_channel_target: str = "zero"  # "one" = the reference's sign-flipped DCP loss
-    first_image_only: bool = False  # reference stage 3: priors on the first image of the batch
-    remap_from_minus_one: bool = False  # reference stage 3: maps (x + 1) / 2 before the priors
+    first_image_only: bool = False  # stage 3: DCP, TV and CR on the batch's first image only
+    remap_from_minus_one: bool = False  # stage 3: DCP and TV on (Gc + 1) / 2, CR unchanged
     dark_channel_patch: int = 35
     midc_patch: int = 1  # the reference's MIDC compares per-pixel RGB minima (no patch)
+    tv_border: str = "inner"  # "zero_pad" = the reference's TV, zero-padded left/top border
+    airlight: str = "mean"  # CR's airlight; "reference" = sum of the k-1 brightest / k
+
+    def __post_init__(self) -> None:
+        choices = {
+            "dark_channel_target": ("zero", "one"),
+            "tv_border": ("inner", "zero_pad"),
+            "airlight": ("mean", "reference"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"priors.{name} must be one of {', '.join(allowed)}, "
+                    f"got {getattr(self, name)!r}"
+                )
 
 
 def synthetic_pair(
@@ -130,12 +151,14 @@ def reid_only(
     return {"ce": w["reid"] * reid["ce"], "triplet": w["reid"] * reid["triplet"]}
 
 
-def _prior_inputs(opts: PriorOptions, *images: Tensor) -> list[Tensor]:
+def _prior_inputs(opts: PriorOptions, gen_clear: Tensor, hazy: Tensor) -> tuple[Tensor, ...]:
+    """Stage 3's prior inputs ``(DCP/TV image, CR clear, CR hazy)`` after the reference switches:
+    ``first_image_only`` keeps image 0 of both, ``remap_from_minus_one`` maps the DCP/TV image
+    by ``(x + 1) / 2`` (the reference's CR gets the un-remapped images)."""
     if opts.first_image_only:
-        images = tuple(x[:1] for x in images)
-    if opts.remap_from_minus_one:
-        images = tuple((x + 1) / 2 for x in images)
-    return list(images)
+        gen_clear, hazy = gen_clear[:1], hazy[:1]
+    smooth = (gen_clear + 1) / 2 if opts.remap_from_minus_one else gen_clear
+    return smooth, gen_clear, hazy
 
 
 def real_clear_cycle(
@@ -151,12 +174,15 @@ def real_clear_cycle(
     ``ea * EA + prior * (midc * MIDC(x, Gf) + cr * CR(x, Gf)) + p2p * P2P(Gc', x) + adv * adv(.)``
     where the adversarial term scores ``adversarial_image`` (``cycle_clear`` by default,
     the image the stage-2 discriminator is trained on; ``gen_hazy`` in the reference code).
+    MIDC and CR see the whole batch as given, whatever ``first_image_only`` and
+    ``remap_from_minus_one`` say (those are stage-3 switches, as in the reference).
     """
-    x, gen_hazy = _prior_inputs(opts, clear, out["gen_hazy"])
+    gen_hazy = out["gen_hazy"]
+    cr = colinear_relation_loss(clear, gen_hazy, airlight=opts.airlight)
     return {
         "ea": w["ea"] * embedding_alignment(out["global_clear"], out["global_hazy"]),
-        "midc": w["prior"] * w["midc"] * midc_loss(x, gen_hazy, patch_size=opts.midc_patch),
-        "cr": w["prior"] * w["cr"] * colinear_relation_loss(x, gen_hazy),
+        "midc": w["prior"] * w["midc"] * midc_loss(clear, gen_hazy, patch_size=opts.midc_patch),
+        "cr": w["prior"] * w["cr"] * cr,
         "p2p": w["p2p"] * reconstruction(out["cycle_clear"], clear),
         "adv": w["adv"] * adversary(out[adversarial_image]),
     }
@@ -174,15 +200,18 @@ def real_hazy_cycle(
 
     ``ea * EA + prior * (dcp * DCP(Gc) + tv * TV(Gc) + cr * CR(Gc, z)) + p2p * P2P(Gf', z)
     + adv * adv(.)`` with the adversarial term on ``cycle_hazy`` by default (``gen_clear``
-    in the reference code).
+    in the reference code). With the reference switches DCP and TV see ``(Gc[:1] + 1) / 2``
+    and CR sees ``(Gc[:1], z[:1])`` (see :class:`PriorOptions`).
     """
-    gen_clear, z = _prior_inputs(opts, out["gen_clear"], hazy)
-    dcp = dark_channel_loss(gen_clear, opts.dark_channel_target, opts.dark_channel_patch)
+    smooth, gen_clear, z = _prior_inputs(opts, out["gen_clear"], hazy)
+    dcp = dark_channel_loss(smooth, opts.dark_channel_target, opts.dark_channel_patch)
+    tv = total_variation_loss(smooth, border=opts.tv_border)
+    cr = colinear_relation_loss(gen_clear, z, airlight=opts.airlight)
     return {
         "ea": w["ea"] * embedding_alignment(out["global_clear"], out["global_hazy"]),
         "dcp": w["prior"] * w["dcp"] * dcp,
-        "tv": w["prior"] * w["tv"] * total_variation_loss(gen_clear),
-        "cr": w["prior"] * w["cr"] * colinear_relation_loss(gen_clear, z),
+        "tv": w["prior"] * w["tv"] * tv,
+        "cr": w["prior"] * w["cr"] * cr,
         "p2p": w["p2p"] * reconstruction(out["cycle_hazy"], hazy),
         "adv": w["adv"] * adversary(out[adversarial_image]),
     }

@@ -72,15 +72,23 @@ def dark_channel_loss(
     return (dark - (1.0 if target == "one" else 0.0)).abs().mean()
 
 
-def total_variation_loss(images: Tensor) -> Tensor:
-    """Anisotropic total variation (TV): ``mean |I[..., x+1] - I[..., x]| + mean |I[y+1] - I[y]|``.
+def total_variation_loss(images: Tensor, border: Literal["inner", "zero_pad"] = "inner") -> Tensor:
+    """Anisotropic total variation (TV), the L1 of horizontal and vertical forward differences.
 
-    L1 of the horizontal and vertical forward differences, each averaged over its own elements
-    (B*C*H*(W-1) and B*C*(H-1)*W), then summed; it smooths the dehazed image. An axis of length
-    1 contributes 0. (The reference zero-pads the left/top border instead, which adds the
-    border pixel values themselves to the penalty; we count inner differences only.)
+    ``border="inner"`` (default): ``mean |I[..., x+1] - I[..., x]| + mean |I[y+1] - I[y]|``,
+    each direction averaged over its own inner differences (B*C*H*(W-1) and B*C*(H-1)*W); an
+    axis of length 1 contributes 0. ``border="zero_pad"`` is the RVSL reference's arithmetic
+    (a [-1, 1, 0] kernel and its transpose over a zero-padded image): with ``I[-1] = 0``,
+    ``mean |I[x] - I[x-1]| + mean |I[y] - I[y-1]|``, both over all B*C*H*W positions, so the
+    first column and row add their own pixel values to the penalty.
     """
+    if border not in ("inner", "zero_pad"):
+        raise ValueError(f"border must be 'inner' or 'zero_pad', got {border!r}")
     x = _upcast(images)
+    if border == "zero_pad":
+        left = F.pad(x, (1, 0))[..., :, :-1]  # each pixel's left neighbour, 0 at column 0
+        top = F.pad(x, (0, 0, 1, 0))[..., :-1, :]  # each pixel's upper neighbour, 0 at row 0
+        return (x - left).abs().mean() + (x - top).abs().mean()
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
     zero = x.sum() * 0.0
@@ -111,23 +119,42 @@ def _num_brightest(num_pixels: int, fraction: float) -> int:
     return max(math.floor(num_pixels * fraction + 1e-6), 1)
 
 
-def estimate_airlight(hazy: Tensor, fraction: float = 0.001, erosion_size: int = 3) -> Tensor:
+AIRLIGHT_MODES = ("mean", "reference")
+
+
+def _check_airlight_mode(mode: str) -> None:
+    if mode not in AIRLIGHT_MODES:
+        raise ValueError(f"airlight must be one of {', '.join(AIRLIGHT_MODES)}, got {mode!r}")
+
+
+def estimate_airlight(
+    hazy: Tensor,
+    fraction: float = 0.001,
+    erosion_size: int = 3,
+    mode: Literal["mean", "reference"] = "mean",
+) -> Tensor:
     """Atmospheric light A per image, (B, 3), from the dark channel (He et al., 2009).
 
     The dark channel is the per-pixel RGB minimum eroded by an ``erosion_size`` minimum filter
     (the erosion ignores isolated bright specks such as headlights). Its
-    ``k = max(floor(H*W*fraction), 1)`` brightest positions are the most haze-opaque pixels;
-    A is the mean of the hazy image's RGB at those positions (the RVSL reference averages them;
-    He et al. pick the single brightest pixel). Differentiable w.r.t. ``hazy`` through the
-    gathered pixels, not through the (discrete) choice of positions.
+    ``k = max(floor(H*W*fraction), 1)`` brightest positions p_1..p_k (brightest first) are the
+    most haze-opaque pixels. ``mode="mean"`` (default): ``A = sum_{i<=k} I(p_i) / k``, their
+    mean RGB (He et al. pick the single brightest pixel). ``mode="reference"`` is the RVSL
+    reference's arithmetic, whose loop skips the least bright of the k but still divides by k:
+    ``A = sum_{i<=k-1} I(p_i) / k``, so A = 0 when k = 1 (below 2,000 pixels at 0.1%); among
+    equally dark positions which one is skipped is arbitrary. Differentiable w.r.t. ``hazy``
+    through the gathered pixels, not through the (discrete) choice of positions.
     """
+    _check_airlight_mode(mode)
     x = _upcast(hazy)
     b, _, h, w = x.shape
     dark = dark_channel(x, erosion_size).reshape(b, h * w)
     k = _num_brightest(h * w, fraction)
-    idx = dark.topk(k, dim=1).indices  # (B, k)
-    pixels = x.reshape(b, 3, h * w).gather(2, idx[:, None, :].expand(b, 3, k))  # (B, 3, k)
-    return pixels.mean(dim=2)
+    idx = dark.topk(k, dim=1).indices  # (B, k), brightest first
+    if mode == "reference":
+        idx = idx[:, : k - 1]
+    pixels = x.reshape(b, 3, h * w).gather(2, idx[:, None, :].expand(b, 3, idx.shape[1]))
+    return pixels.mean(dim=2) if mode == "mean" else pixels.sum(dim=2) / k
 
 
 def _chromaticity(x: Tensor) -> Tensor:
@@ -149,21 +176,27 @@ def _unit(v: Tensor) -> Tensor:
 
 
 def colinear_relation_loss(
-    clear: Tensor, hazy: Tensor, fraction: float = 0.001, erosion_size: int = 3
+    clear: Tensor,
+    hazy: Tensor,
+    fraction: float = 0.001,
+    erosion_size: int = 3,
+    airlight: Literal["mean", "reference"] = "mean",
 ) -> Tensor:
     """Colinear relation (CR) loss of RVSL, after the haze-lines of Berman et al.
     ("Non-Local Image Dehazing", CVPR 2016).
 
     By ``I = J t + A (1 - t)``, ``I - A = t (J - A)``: a hazy pixel, its clear pixel and the
     airlight are colinear. With chromaticities ``gamma = chroma(J)``, ``sigma = chroma(I)`` and
-    ``a = chroma(A)`` (A from :func:`estimate_airlight` of ``hazy``), the loss is
-    ``mean (unit(sigma - a) - unit(gamma - a))^2`` over B*3*H*W, unit() normalising along RGB.
-    Gradients reach both images (A too is a function of ``hazy``).
+    ``a = chroma(A)``, the loss is ``mean (unit(sigma - a) - unit(gamma - a))^2`` over B*3*H*W,
+    unit() normalising along RGB. A is :func:`estimate_airlight` of ``hazy`` with
+    ``mode=airlight`` ("mean" or the reference's "reference"); a zero A (the reference mode
+    below 2,000 pixels) has chromaticity 0. Gradients reach both images (A is a function of
+    ``hazy`` too).
     """
     _check_images(clear, "clear")
     _check_images(hazy, "hazy")
     j, i = _upcast(clear), _upcast(hazy)
-    a = _chromaticity(estimate_airlight(i, fraction, erosion_size)[:, :, None, None])
+    a = _chromaticity(estimate_airlight(i, fraction, erosion_size, airlight)[:, :, None, None])
     hazy_dir = _unit(_chromaticity(i) - a)
     clear_dir = _unit(_chromaticity(j) - a)
     return F.mse_loss(hazy_dir, clear_dir)
