@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from conftest_data import write_image
+from rvsl.data.datamodule import RVSLDataModule
 from rvsl.data.transforms import (
+    ERASE_MEAN,
     ImageReadError,
+    RandomErasingDraws,
     RandomScaleCenterCrop,
     build_eval_transform,
     build_train_transform,
@@ -134,3 +139,170 @@ def test_normalize_flag_applies_mean_and_std(image: tv_tensors.Image) -> None:
     plain = build_eval_transform(SIZE)(image)
     normed = build_eval_transform(SIZE, normalize=True, mean=(0.5,) * 3, std=(0.25,) * 3)(image)
     torch.testing.assert_close(normed, (plain - 0.5) / 0.25)
+
+
+REFERENCE = dict(
+    erase_fill="mean", erase_ratio_sampling="uniform", erase_attempts=100, scale_jitter="per_axis"
+)
+
+
+def test_default_train_transform_is_unchanged_bit_for_bit() -> None:
+    before = v2.Compose(
+        [
+            v2.ToImage(),
+            RandomScaleCenterCrop(SIZE, (1.0, 1.2)),
+            v2.RandomHorizontalFlip(0.5),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3), value=0.0),
+        ]
+    )
+    now = build_train_transform(SIZE)
+    for seed in range(20):
+        img = _image(seed)
+        torch.manual_seed(seed)
+        expected = before(img)
+        torch.manual_seed(seed)
+        assert torch.equal(now(img), expected)
+
+
+def test_log_uniform_draws_with_ten_attempts_match_torchvision() -> None:
+    ours = RandomErasingDraws(p=1.0, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3), attempts=10)
+    theirs = v2.RandomErasing(p=1.0, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3))
+    img = _image(0)
+    for seed in range(50):
+        torch.manual_seed(seed)
+        expected = theirs.make_params([img])
+        torch.manual_seed(seed)
+        got = ours.make_params([img])
+        assert {k: got[k] for k in "ijhw"} == {k: expected[k] for k in "ijhw"}
+
+
+def test_mean_fill_paints_the_reference_channel_means_in_the_erased_rectangle() -> None:
+    plain = build_train_transform(SIZE, scale=(1.0, 1.0), flip_p=0.0, erase_p=0.0)
+    erasing = build_train_transform(
+        SIZE, scale=(1.0, 1.0), flip_p=0.0, erase_p=1.0, erase_fill="mean"
+    )
+    fill = torch.tensor(ERASE_MEAN, dtype=torch.float32)[:, None]
+    torch.manual_seed(0)
+    for seed in range(10):
+        img = _image(seed)
+        reference, out = plain(img), erasing(img)
+        changed = (out != reference).any(0)
+        rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+        assert changed.any()
+        # the changed pixels form one rectangle, filled with the exact per-channel means
+        assert changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        assert torch.equal(out[:, changed], fill.expand(3, int(changed.sum())))
+
+
+def _ratios(sampling: str, n: int = 2000) -> torch.Tensor:
+    """Aspect ratios (h / w) of rectangles erased from a large image with a tiny, fixed area."""
+    erase = RandomErasingDraws(
+        p=1.0, scale=(0.01, 0.01), ratio=(0.3, 1 / 0.3), ratio_sampling=sampling, attempts=1
+    )
+    big = [tv_tensors.Image(torch.empty(3, 2000, 2000, dtype=torch.uint8))]
+    torch.manual_seed(0)
+    draws = [erase.make_params(big) for _ in range(n)]
+    return torch.tensor([d["h"] / d["w"] for d in draws])
+
+
+def test_uniform_ratio_sampling_draws_ratios_uniformly_in_the_reference_range() -> None:
+    lo, hi = 0.3, 1 / 0.3
+    uniform, log_uniform = _ratios("uniform"), _ratios("log_uniform")
+    assert uniform.min() >= 0.29 and uniform.max() <= 3.36  # rounding of h and w aside
+    assert abs(uniform.mean().item() - (lo + hi) / 2) < 0.06  # ~1.82
+    log_uniform_mean = (hi - lo) / math.log(hi / lo)  # ~1.26
+    assert abs(log_uniform.mean().item() - log_uniform_mean) < 0.06
+    # uniform: each quarter of the range holds about a quarter of the draws
+    quarters = torch.histc(uniform, bins=4, min=0.3, max=1 / 0.3) / len(uniform)
+    assert (quarters - 0.25).abs().max() < 0.04
+
+
+@pytest.mark.parametrize("attempts", [1, 10, 100])
+def test_erasing_makes_up_to_erase_attempts_attempts(
+    monkeypatch: pytest.MonkeyPatch, attempts: int
+) -> None:
+    erase = RandomErasingDraws(p=1.0, ratio_sampling="uniform", attempts=attempts)
+    calls: list[int] = []
+
+    def never_fits() -> float:
+        calls.append(1)
+        return 1e6  # far too tall for the image
+
+    monkeypatch.setattr(erase, "_draw_ratio", never_fits)
+    params = erase.make_params([_image(0)])
+    assert len(calls) == attempts and params["v"] is None  # every attempt failed: no erasing
+
+    def fits_on_last_attempt() -> float:
+        calls.append(1)
+        return 1.0 if len(calls) == attempts else 1e6
+
+    calls.clear()
+    monkeypatch.setattr(erase, "_draw_ratio", fits_on_last_attempt)
+    params = erase.make_params([_image(0)])
+    assert len(calls) == attempts and params["v"] is not None
+
+
+def test_per_axis_scale_jitter_truncates_each_side_with_int() -> None:
+    # factor 1.19: 10 * 1.19 = 11.9 and 30 * 1.19 = 35.7; rounding would give (12, 36)
+    per_axis = RandomScaleCenterCrop((10, 30), scale=(1.19, 1.19), per_axis=True)
+    shared = RandomScaleCenterCrop((10, 30), scale=(1.19, 1.19))
+    assert per_axis.make_params([])["resized"] == (11, 35)
+    assert shared.make_params([])["resized"] == (12, 36)
+    assert per_axis(_image(0)).shape == (3, 10, 30)
+
+
+def test_per_axis_scale_jitter_draws_independent_height_and_width_factors() -> None:
+    per_axis = RandomScaleCenterCrop((100, 100), scale=(1.0, 1.2), per_axis=True)
+    shared = RandomScaleCenterCrop((100, 100), scale=(1.0, 1.2))
+    torch.manual_seed(0)
+    sizes = torch.tensor([per_axis.make_params([])["resized"] for _ in range(400)], dtype=float)
+    assert sizes.min() >= 100 and sizes.max() <= 120
+    assert (sizes[:, 0] != sizes[:, 1]).float().mean() > 0.9
+    assert abs(torch.corrcoef(sizes.T)[0, 1].item()) < 0.15
+    assert all(h == w for h, w in (shared.make_params([])["resized"] for _ in range(50)))
+
+
+def test_reference_augmentation_still_shares_every_draw_within_a_pair() -> None:
+    transform = build_train_transform(SIZE, erase_p=0.5, **REFERENCE)
+    fill = torch.tensor(ERASE_MEAN)[:, None, None]
+    torch.manual_seed(0)
+    erased = 0
+    for seed in range(30):
+        img = _image(seed)
+        clear, hazy = transform((img, img.clone()))
+        assert torch.equal(clear, hazy)
+        a, b = transform((img, _image(seed + 100)))
+        mask_a, mask_b = (a == fill).all(0), (b == fill).all(0)
+        assert torch.equal(mask_a, mask_b)
+        erased += bool(mask_a.any())
+    assert 5 < erased < 25
+
+
+BAD_SETTINGS = [
+    ("erase_fill", "grey", "data.erase_fill must be 'zero' or 'mean', not 'grey'"),
+    ("erase_ratio_sampling", "normal", "data.erase_ratio_sampling must be 'log_uniform' or"),
+    ("erase_attempts", 0, "data.erase_attempts must be a positive integer, not 0"),
+    ("scale_jitter", "independent", "data.scale_jitter must be 'shared' or 'per_axis'"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD_SETTINGS)
+def test_invalid_augmentation_setting_is_refused_naming_the_setting(
+    name: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_train_transform(SIZE, **{name: value})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RVSLDataModule("unused", **{name: value})
+
+
+def test_datamodule_passes_the_reference_augmentation_to_the_train_transform() -> None:
+    dm = RVSLDataModule("unused", image_size=SIZE, **REFERENCE)
+    steps = dm.train_transform.transforms
+    crop = next(t for t in steps if isinstance(t, RandomScaleCenterCrop))
+    erase = next(t for t in steps if isinstance(t, RandomErasingDraws))
+    assert crop.per_axis and erase.ratio_sampling == "uniform" and erase.attempts == 100
+    assert erase.value == pytest.approx(list(ERASE_MEAN))
+    default = RVSLDataModule("unused", image_size=SIZE).train_transform.transforms
+    assert not any(isinstance(t, RandomErasingDraws) for t in default)
