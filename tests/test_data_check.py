@@ -162,13 +162,18 @@ def test_checking_some_folders_only(root: Path) -> None:
     assert "FVRID_clear/train_clear" in folders and "FVRID_real/train_foggy" not in folders
     report = check_dataset(root, folders=required_folders(2, test_sets=["SYN", "REAL_CLEAR"]))
     assert report.ok, report.problems
-    assert len(report.splits) == 7
+    assert len(report.splits) == 9  # SYN's query/gallery folders with their clear twins
 
 
 def test_required_folders_follow_the_stage() -> None:
     assert required_folders(1, test_sets=[]) == ["FVRID_syn/train_clear", "FVRID_syn/train_foggy"]
     assert "FVRID_real/train_foggy" in required_folders(3)
     assert "FVRID_real/query_foggy" in required_folders(1, test_sets=["real_foggy"])
+    # SYN's clear twins: the dehazer's ground truth and, with syn_clear_input=clear, the
+    # clear branch's input
+    assert {"FVRID_syn/query_clear", "FVRID_syn/gallery_clear"} <= set(
+        required_folders(1, test_sets=["SYN"])
+    )
 
 
 def test_require_valid_dataset_raises_listing_problems(root: Path) -> None:

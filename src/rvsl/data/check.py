@@ -114,19 +114,18 @@ class CheckReport:
 
 def required_folders(stage: int, test_sets: Iterable[str] = tuple(TEST_SETS)) -> list[str]:
     """Split folders a training stage reads: the synthetic pairs, the stage's real split (2: real
-    clear, 3: real hazy) and the query/gallery folders of ``test_sets``."""
-    folders = [f"{SYN}/train_clear", f"{SYN}/train_foggy"]
+    clear, 3: real hazy) and what evaluating ``test_sets`` reads (:func:`evaluation_folders`:
+    SYN's clear twins too, for the dehazer's metrics and ``data.syn_clear_input=clear``)."""
+    folders = [f"{SYN}/train_clear", f"{SYN}/train_foggy", *evaluation_folders(test_sets)]
     if stage in REAL_TRAIN_SPLITS:
         folders.append("/".join(REAL_TRAIN_SPLITS[stage]))
-    for name in test_sets:
-        top, query, gallery = TEST_SETS[name.upper()]
-        folders += [f"{top}/{query}", f"{top}/{gallery}"]
     return [f for f in LAYOUT_FOLDERS if f in folders]
 
 
 def evaluation_folders(test_sets: Iterable[str] = tuple(TEST_SETS)) -> list[str]:
     """Split folders an evaluation reads: query/gallery of ``test_sets``, plus the clear twins
-    of SYN's hazy images (ground truth of the dehazer)."""
+    of SYN's hazy images (ground truth of the dehazer, input of the clear branch when
+    ``data.syn_clear_input=clear``)."""
     folders = []
     for name in test_sets:
         top, query, gallery = TEST_SETS[name.upper()]

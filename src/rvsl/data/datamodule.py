@@ -13,13 +13,20 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rvsl.data import fvrid
-from rvsl.data.datasets import ImageDataset, RetrievalDataset, SyntheticPairDataset
+from rvsl.data.datasets import (
+    ImageDataset,
+    RetrievalDataset,
+    SyntheticPairDataset,
+    TwinRetrievalDataset,
+)
 from rvsl.data.samplers import PKSampler
 from rvsl.data.transforms import build_eval_transform, build_train_transform
 
 # the baseline trains on the synthetic pairs only, like stage 1
 STAGE_NAMES = {"syn": 1, "syn_haze": 1, "baseline": 1, "real_clear": 2, "real_haze": 3}
 REAL_SAMPLING = ("random", "pk")
+# what the clear branch embeds on SYN: the hazy test image, or its clear twin (the official way)
+SYN_CLEAR_INPUTS = ("hazy", "clear")
 
 
 def parse_stage(stage: int | str) -> int:
@@ -98,9 +105,16 @@ class RVSLDataModule(pl.LightningDataModule):
         seed: seeds the samplers (same on all ranks).
         eval_batch_size: batch size of the val/test loaders.
         scale_range, flip_p, erase_p, normalize: train augmentation (see transforms).
+        erase_fill ("zero" | "mean"), erase_ratio_sampling ("log_uniform" | "uniform"),
+            erase_attempts, scale_jitter ("shared" | "per_axis"): the defaults are torchvision's
+            erasing and one shared zoom factor; "mean", "uniform", 100 and "per_axis" are the
+            reference's augmentation (see ``build_train_transform``).
         strict: False (default): an unreadable training image is skipped with a warning and
             replaced by another image of its identity, counted in the items' ``skipped``;
             True: it raises at once. Test images are never skipped (see datasets).
+        syn_clear_input: what the clear branch embeds on the SYN test set: "hazy" (default,
+            the hazy test image, like the hazy branch) or "clear" (its clear twin, as the
+            official evaluation does); SYN items then carry the twin as ``clear``.
     """
 
     def __init__(
@@ -121,7 +135,12 @@ class RVSLDataModule(pl.LightningDataModule):
         flip_p: float = 0.5,
         erase_p: float = 0.5,
         normalize: bool = False,
+        erase_fill: str = "zero",
+        erase_ratio_sampling: str = "log_uniform",
+        erase_attempts: int = 10,
+        scale_jitter: str = "shared",
         strict: bool = False,
+        syn_clear_input: str = "hazy",
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -131,6 +150,10 @@ class RVSLDataModule(pl.LightningDataModule):
             raise ValueError(f"image_size must be (H, W), got {image_size}")
         if real_sampling not in REAL_SAMPLING:
             raise ValueError(f"real_sampling must be one of {REAL_SAMPLING}, got {real_sampling!r}")
+        if syn_clear_input not in SYN_CLEAR_INPUTS:
+            raise ValueError(
+                f"data.syn_clear_input must be one of {SYN_CLEAR_INPUTS}, got {syn_clear_input!r}"
+            )
         if real_sampling == "pk" and real_batch_size % num_instances:
             raise ValueError(
                 f"real_batch_size ({real_batch_size}) must be a multiple of num_instances "
@@ -155,8 +178,17 @@ class RVSLDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.eval_batch_size = int(eval_batch_size)
         self.strict = bool(strict)
+        self.syn_clear_input = syn_clear_input
         self.train_transform = build_train_transform(
-            self.image_size, scale_range, flip_p, erase_p, normalize=normalize
+            self.image_size,
+            scale_range,
+            flip_p,
+            erase_p,
+            normalize=normalize,
+            erase_fill=erase_fill,
+            erase_ratio_sampling=erase_ratio_sampling,
+            erase_attempts=erase_attempts,
+            scale_jitter=scale_jitter,
         )
         self.eval_transform = build_eval_transform(self.image_size, normalize=normalize)
         self.save_hyperparameters()
@@ -171,10 +203,13 @@ class RVSLDataModule(pl.LightningDataModule):
         if stage in (None, "fit"):
             self._setup_train()
         if self.val_sets is None:
-            self.val_sets = [
-                RetrievalDataset(*fvrid.load_test_set(self.root, name), self.eval_transform)
-                for name in self.val_set_names
-            ]
+            self.val_sets = [self._val_set(name) for name in self.val_set_names]
+
+    def _val_set(self, name: str) -> RetrievalDataset:
+        """One test set; SYN's items carry the clear twins when ``syn_clear_input="clear"``."""
+        if name == "SYN" and self.syn_clear_input == "clear":
+            return TwinRetrievalDataset(*fvrid.syn_test_pairs(self.root), self.eval_transform)
+        return RetrievalDataset(*fvrid.load_test_set(self.root, name), self.eval_transform)
 
     def _setup_train(self) -> None:
         if self.syn_train is None:
@@ -263,12 +298,8 @@ class RVSLDataModule(pl.LightningDataModule):
 
     def syn_test_pairs_dataloader(self) -> DataLoader:
         """The SYN test images (query + gallery) with their clear twins, for dehazing quality."""
-        syn = self.root / fvrid.SYN
-        pairs = [
-            *fvrid.list_pairs(syn / "query_clear", syn / "query_foggy"),
-            *fvrid.list_pairs(syn / "gallery_clear", syn / "gallery_foggy"),
-        ]
-        dataset = SyntheticPairDataset(pairs, self.eval_transform)
+        query, gallery = fvrid.syn_test_pairs(self.root)
+        dataset = SyntheticPairDataset([*query, *gallery], self.eval_transform)
         return self._loader(dataset, self.eval_batch_size, None, drop_last=False)
 
     def test_dataloader(self) -> list[DataLoader]:

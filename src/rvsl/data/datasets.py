@@ -204,3 +204,39 @@ class RetrievalDataset(ImageDataset):
         item["skipped"] = 0
         item["is_query"] = index < self.num_query
         return item
+
+
+class TwinRetrievalDataset(RetrievalDataset):
+    """A SYN-style retrieval set whose items also carry the hazy image's clear twin as ``clear``.
+
+    ``image`` is the hazy image; both go through the same (deterministic) eval transform. It
+    lets the clear branch embed the twin, as the official SYN protocol does.
+    """
+
+    def __init__(
+        self,
+        query: Sequence[PairRecord],
+        gallery: Sequence[PairRecord],
+        transform: Transform | None = None,
+    ) -> None:
+        def hazy(pairs: Sequence[PairRecord]) -> list[ImageRecord]:
+            return [ImageRecord(p.hazy_path, p.pid, p.camid) for p in pairs]
+
+        super().__init__(hazy(query), hazy(gallery), transform)
+        self.twins = [p.clear_path for p in (*query, *gallery)]
+
+    def _read(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        hazy, clear = load_image(rec.path), load_image(self.twins[index])
+        if self.transform is not None:
+            hazy, clear = self.transform((hazy, clear))
+        else:
+            hazy, clear = to_float_image(hazy), to_float_image(clear)
+        return {
+            "image": _plain(hazy),
+            "clear": _plain(clear),
+            "pid": rec.pid,
+            "camid": rec.camid,
+            "index": index,
+            "path": str(rec.path),
+        }

@@ -211,6 +211,17 @@ def real_train_images(root: str | Path, stage: int) -> list[ImageRecord]:
     return relabel(list_images(Path(root) / top / split))[0]
 
 
+def syn_test_pairs(root: str | Path) -> tuple[list[PairRecord], list[PairRecord]]:
+    """Query and gallery pairs of the SYN test set: each hazy test image with its clear twin.
+
+    Same images, order and labels as ``load_test_set(root, "SYN")``: both sort by file name and
+    drop junk.
+    """
+    syn = Path(root) / SYN
+    query = list_pairs(syn / "query_clear", syn / "query_foggy")
+    return query, list_pairs(syn / "gallery_clear", syn / "gallery_foggy")
+
+
 def load_test_set(root: str | Path, name: str) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Query and gallery records of a test set: ``SYN``, ``REAL_CLEAR`` or ``REAL_FOGGY``."""
     key = name.upper()

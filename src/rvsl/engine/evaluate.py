@@ -1,6 +1,6 @@
 """Evaluate a network on the query/gallery test sets: features, rankings, metrics, pictures.
 
-The protocol is METHOD.md's: every test image goes through the requested branches (clear and
+The protocol (docs/method.md): every test image goes through the requested branches (clear and
 hazy encoders), post-BNNeck features, Euclidean distance, same-identity same-camera gallery
 images removed, queries without a true match skipped; mAP, CMC rank-1/5/10 and mINP per
 (test set, branch), and SSIM/PSNR of the dehazer on SYN. Options a ReID user expects are in
@@ -10,7 +10,7 @@ k-reciprocal re-ranking).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ from rvsl.engine.pictures import dehazing_panel, rank_list, save_png, shown_gall
 from rvsl.metrics.distance import METRICS, pairwise_distance
 from rvsl.metrics.rank import evaluate_rank
 from rvsl.metrics.rerank import k_reciprocal_rerank
-from rvsl.metrics.restoration import dehazing_quality
+from rvsl.metrics.restoration import check_restoration, dehazing_quality
 from rvsl.models.rvsl_net import RVSLNet
 
 BRANCHES = ("hazy", "clear")
+IMAGES = ("image", "clear")  # image tensors of a retrieval batch (``clear``: SYN's twins)
 REID_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
@@ -49,6 +50,7 @@ class EvalOptions:
     k2: int = 6
     lambda_value: float = 0.3
     max_rank: int = 50
+    restoration_metrics: str = "standard"  # SSIM/PSNR arithmetic: standard | reference
 
     def __post_init__(self) -> None:
         branches = tuple(self.branches)
@@ -62,6 +64,10 @@ class EvalOptions:
             raise EvaluationError(f"eval.metric must be one of {METRICS}, got {self.metric!r}")
         if self.max_rank < 10:
             raise EvaluationError(f"eval.max_rank must be at least 10, got {self.max_rank}")
+        try:
+            check_restoration(self.restoration_metrics, "eval.restoration_metrics")
+        except ValueError as err:
+            raise EvaluationError(str(err)) from None
 
 
 @dataclass
@@ -83,6 +89,24 @@ class SplitFeatures:
         return torch.nonzero(~self.is_query).squeeze(1)
 
 
+def embed_batch(
+    net: RVSLNet, batch: Mapping[str, Any], branches: Sequence[str] = BRANCHES
+) -> dict[str, torch.Tensor]:
+    """``feat_<branch>`` of one retrieval batch, each image through each encoder once.
+
+    A batch carrying clear twins (``clear``, SYN with ``data.syn_clear_input=clear``) feeds the
+    twins to the clear branch and ``image`` (hazy) to the hazy branch; otherwise ``image`` goes
+    through every branch.
+    """
+    twins = batch.get("clear")
+    if twins is None or "clear" not in branches:
+        return net.embed(batch["image"], branches[0] if len(branches) == 1 else "both")
+    out = net.embed(twins, "clear")
+    if "hazy" in branches:
+        out |= net.embed(batch["image"], "hazy")
+    return out
+
+
 @torch.no_grad()
 def extract_features(
     net: RVSLNet,
@@ -94,19 +118,19 @@ def extract_features(
     """Embed every image of a retrieval loader through each branch.
 
     ``flip`` averages each feature with that of the horizontally flipped image (the usual
-    ReID test-time augmentation). Features come back as float32 on the CPU.
+    ReID test-time augmentation). Features come back as float32 on the CPU. A batch with clear
+    twins (``clear``) is embedded as :func:`embed_batch` says.
     """
-    embed_branch = branches[0] if len(branches) == 1 else "both"
     was_training = net.training
     net.eval()
     features: dict[str, list[torch.Tensor]] = {b: [] for b in branches}
     pids, camids, is_query, paths = [], [], [], []
     try:
         for batch in batches:
-            images = batch["image"].to(device, non_blocking=True)
-            out = net.embed(images, embed_branch)
+            images = {k: batch[k].to(device, non_blocking=True) for k in IMAGES if k in batch}
+            out = embed_batch(net, images, branches)
             if flip:
-                flipped = net.embed(images.flip(-1), embed_branch)
+                flipped = embed_batch(net, {k: v.flip(-1) for k, v in images.items()}, branches)
                 out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
             for b in branches:
                 features[b].append(out[f"feat_{b}"].float().cpu())
@@ -234,13 +258,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of every test set of ``datamodule`` and both branches; pictures into ``out_dir``.
 
-    Returns ``{"options": ..., "test_sets": {SET: {branch: metrics, "dehaze": {...}}},
-    "pictures": [paths]}``. ``export_features`` writes an ``.npz`` with, per test set,
-    ``{SET}_{branch}_features``, ``{SET}_pids``, ``{SET}_camids``, ``{SET}_is_query`` and
-    ``{SET}_paths``.
+    Returns ``{"options": ..., "syn_clear_input": ..., "test_sets": {SET: {branch: metrics,
+    "dehaze": {...}}}, "pictures": [paths]}``. ``export_features`` writes an ``.npz`` with, per
+    test set, ``{SET}_{branch}_features``, ``{SET}_pids``, ``{SET}_camids``, ``{SET}_is_query``
+    and ``{SET}_paths``.
     """
     datamodule.setup("test")
-    results: dict[str, Any] = {"options": asdict(options), "test_sets": {}, "pictures": []}
+    results: dict[str, Any] = {
+        "options": asdict(options),
+        "syn_clear_input": datamodule.syn_clear_input,  # what SYN's clear branch embedded
+        "test_sets": {},
+        "pictures": [],
+    }
     exported: dict[str, np.ndarray] = {}
     pictures_dir = Path(out_dir) / "pictures" if out_dir is not None else None
     for name, loader in zip(datamodule.val_set_names, datamodule.test_dataloader(), strict=True):
@@ -254,7 +283,7 @@ def evaluate(
                 results["pictures"].append(str(path))
         if name == "SYN":
             pairs = datamodule.syn_test_pairs_dataloader()
-            per_set["dehaze"] = dehazing_quality(net, pairs, device)
+            per_set["dehaze"] = dehazing_quality(net, pairs, device, options.restoration_metrics)
         if pictures_dir is not None:
             path = _save_dehazing_picture(net, datamodule, name, loader, device, pictures_dir)
             results["pictures"].append(str(path))

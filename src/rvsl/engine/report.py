@@ -45,15 +45,18 @@ def stage_report(
     dehazing: bool = True,
     loggers: Iterable[Logger] = (),
     step: int | None = None,
+    restoration: str = "standard",
 ) -> dict[str, float]:
     """SSIM/PSNR of the dehazer on SYN (when ``dehazing``: the baseline has no trained
-    generator), and PNGs in ``out_dir/pictures``, also logged to ``loggers`` at ``step``."""
+    generator), and PNGs in ``out_dir/pictures``, also logged to ``loggers`` at ``step``.
+    ``restoration``: the SSIM/PSNR arithmetic, ``standard`` or ``reference`` (see
+    :mod:`rvsl.metrics.restoration`)."""
     loggers = list(loggers)
     out = Path(out_dir) / "pictures"
     results: dict[str, float] = {}
     if dehazing and "SYN" in datamodule.val_set_names:
         pairs = datamodule.syn_test_pairs_dataloader()
-        quality = dehazing_quality(net, pairs, device)
+        quality = dehazing_quality(net, pairs, device, restoration)
         results |= {"val/SYN/dehaze/ssim": quality["ssim"], "val/SYN/dehaze/psnr": quality["psnr"]}
         batch = next(iter(pairs))
         hazy, clear = batch["hazy"][:8].to(device), batch["clear"][:8]
