@@ -42,6 +42,7 @@ TINY_OVERRIDES = [
     "data.real_batch_size=4",
     "data.eval_batch_size=16",
     "model.backbone=resnet18_ibn_a",
+    "model.pretrained=scratch",  # FVRID runs must say so: no ImageNet weights in the tests
     "model.pool_size=4",
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",

@@ -248,6 +248,7 @@ def test_a_bad_setting_stops_rvsl_train_with_one_sentence_and_exit_code_2(tiny_f
             "data=fvrid",
             f"data.root={tiny_fvrid}",
             "data.batch_size=7",
+            "model.pretrained=scratch",
         ],
         cwd=tmp_path,
         env=env,

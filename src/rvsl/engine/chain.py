@@ -1,7 +1,7 @@
 """Several stages in one command: ``chain: [baseline, syn_haze, real_clear, real_haze]``.
 
 An entry is a stage name or ``{stage, name, max_epochs, overrides}``. Each RVSL stage starts from
-the previous RVSL stage's best checkpoint (METHOD.md); the baseline trains on its own.
+the previous RVSL stage's best checkpoint (docs/method.md); the baseline trains on its own.
 Every stage is composed from the same configs and command-line overrides as a single-stage
 run, with its own run sub-folder, and the chain ends with one comparison table (JSON and
 Markdown) in the run folder. ``ckpt_path=last`` with ``hydra.run.dir=`` the interrupted chain's

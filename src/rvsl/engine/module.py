@@ -28,6 +28,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from rvsl.engine import recipes
+from rvsl.engine.evaluate import embed_batch
 from rvsl.engine.image_pool import ImagePool
 from rvsl.engine.nonfinite import (
     NonFiniteLossError,
@@ -60,6 +61,7 @@ STAGE_DISCRIMINATORS = {
     "real_haze": ("disc_hazy",),
 }
 BRANCHES = ("clear", "hazy")
+SCRATCH = "scratch"  # model.pretrained=scratch: random initialisation, said explicitly
 ADVERSARIAL_PAIRING = ("consistent", "reference")
 LR_SCALING = ("none", "linear", "sqrt")
 
@@ -122,9 +124,14 @@ class RVSLModule(pl.LightningModule):
             its discriminator is trained on) or ``reference`` (the official pairing).
         priors: :class:`recipes.PriorOptions` fields (quirk switches, patch sizes).
         gradient_clip_val: clip the main optimizer's gradient norm; None = off.
-        pretrained: local ImageNet ResNet(-IBN-a) weights for the encoders and the trunk.
+        pretrained: local ImageNet ResNet(-IBN-a) weights for the encoders and the trunk;
+            None or ``"scratch"``: random initialisation.
         init_from: checkpoint of an earlier stage (ours or converted): its network and
             discriminator weights initialise this run.
+        inherit: what ``init_from`` passes on besides the encoders, trunk and generators:
+            ``{"classifier": bool, "discriminators": bool}`` (both True by default; the official
+            code starts stage 2 with a fresh classifier and every stage with fresh
+            discriminators).
         target_test_set: the test set whose hazy-branch mAP selects checkpoints.
         baseline_domains: the synthetic images the baseline trains on: ``["clear", "hazy"]``
             (the BoT-style comparison) or ``["clear"]`` (a model that never saw haze).
@@ -160,6 +167,7 @@ class RVSLModule(pl.LightningModule):
         gradient_clip_val: float | None = None,
         pretrained: str | None = None,
         init_from: str | None = None,
+        inherit: Mapping[str, bool] | None = None,
         target_test_set: str | None = None,
         baseline_domains: Sequence[str] = ("clear", "hazy"),
         max_nonfinite_steps: int = 5,
@@ -206,10 +214,10 @@ class RVSLModule(pl.LightningModule):
         self.val_set_names: list[str] = []
         self.val_metrics = nn.ModuleDict()
         self.skipped_updates: Counter[str] = Counter()  # per optimizer, over this module's life
-        if pretrained:
+        if pretrained and pretrained != SCRATCH:
             load_pretrained_backbone(self.net, pretrained)
         if init_from:
-            self.load_weights_from(init_from)
+            self.load_weights_from(init_from, **(inherit or {}))
         if channels_last:  # copy_ from checkpoints keeps this layout
             self.to(memory_format=torch.channels_last)
 
@@ -219,8 +227,11 @@ class RVSLModule(pl.LightningModule):
         """The metric that selects checkpoints: hazy-branch mAP on the stage's target set."""
         return f"val/{self.target_test_set}/hazy/mAP"
 
-    def load_weights_from(self, path: str | os.PathLike[str]) -> None:
-        """Start from an earlier stage: copy the network (and discriminators, when present)."""
+    def load_weights_from(
+        self, path: str | os.PathLike[str], classifier: bool = True, discriminators: bool = True
+    ) -> None:
+        """Start from an earlier stage: copy the network, and the classifier and discriminators
+        (when present) unless told to keep this module's freshly initialised ones."""
         ckpt = load_untrusted(path)
         state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
         if not isinstance(state, Mapping) or not any(k.startswith("net.") for k in state):
@@ -229,15 +240,17 @@ class RVSLModule(pl.LightningModule):
                 "checkpoints first with rvsl-convert"
             )
         own = self.state_dict()
-        wanted = {
-            k: v for k, v in state.items() if k.startswith(("net.", "disc_clear.", "disc_hazy."))
-        }
+        parts = ("net.", "disc_clear.", "disc_hazy.") if discriminators else ("net.",)
+        fresh = () if classifier else ("net.classifier.",)
+        wanted = {k: v for k, v in state.items() if k.startswith(parts) and not k.startswith(fresh)}
         wrong = [
             f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
             for k, v in wanted.items()
             if k in own and own[k].shape != v.shape
         ]
-        missing = [k for k in own if k.startswith("net.") and k not in wanted]
+        missing = [
+            k for k in own if k.startswith("net.") and not k.startswith(fresh) and k not in wanted
+        ]
         if wrong or missing:
             raise CheckpointError(
                 f"{path}: does not fit this network ({self.net.backbone}, "
@@ -589,7 +602,7 @@ class RVSLModule(pl.LightningModule):
         self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         name = self.val_set_names[dataloader_idx]
-        feats = self.net.embed(self._in_memory_layout(batch)["image"])
+        feats = embed_batch(self.net, self._in_memory_layout(batch))
         for branch in BRANCHES:
             self.val_metrics[f"{name}_{branch}"].update(
                 feats[f"feat_{branch}"].float(),

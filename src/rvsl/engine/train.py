@@ -16,10 +16,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
 from rvsl.engine.checkpointing import keep_csv_history
+from rvsl.engine.module import SCRATCH
 from rvsl.engine.report import stage_report
+from rvsl.metrics.restoration import check_restoration
+from rvsl.models.pretrained import IBN_RELEASE_FILES
 
 log = logging.getLogger(__name__)
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder; LastCheckpoint writes it
+DEMO_DATA = "rvsl.data.demo.demo_datamodule"  # the generated world trains from scratch
 
 
 class RunConfigError(ValueError):
@@ -178,10 +182,64 @@ def check_scale(trainer_cfg: DictConfig, datamodule: pl.LightningDataModule) -> 
         )
 
 
+def check_initialisation(cfg: DictConfig) -> None:
+    """A run on real data starts from ImageNet weights, as the paper does, unless it says
+    ``model.pretrained=scratch``; a weights file that does not exist is named before any work.
+
+    Runs that take their weights from ``init_from`` or resume from ``ckpt_path`` overwrite the
+    initialisation anyway, and the generated demo world has no ImageNet counterpart.
+    """
+    pretrained = cfg.model.get("pretrained")
+    if pretrained is None:
+        if cfg.get("init_from") or cfg.get("ckpt_path") or cfg.data.get("_target_") == DEMO_DATA:
+            return
+        backbone = str(cfg.model.backbone)
+        release = IBN_RELEASE_FILES.get(backbone, f"{backbone}-*.pth")
+        depth = backbone.split("_")[0].replace("resnet", "ResNet-")
+        raise RunConfigError(
+            f"model.pretrained is not set: training on data.root={cfg.data.root} starts from "
+            f"ImageNet weights in a local file (nothing is downloaded): pass "
+            f"model.pretrained=/path/to/{release} (the IBN-Net release) or a torchvision "
+            f"{depth} file, or model.pretrained={SCRATCH} to train from random weights"
+        )
+    if str(pretrained) != SCRATCH and not Path(str(pretrained)).is_file():
+        raise RunConfigError(
+            f"model.pretrained={pretrained}: no such file (ImageNet weights are read from a local "
+            f"file, never downloaded; model.pretrained={SCRATCH} trains from random weights)"
+        )
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """The precision for the device the run will use.
+
+    ``auto``: bf16-mixed on GPUs with bfloat16 (A100, H100), 16-mixed on older GPUs (V100),
+    32-true on CPUs. ``16-mixed`` on a CPU (recipe=paper smoke-tested on a laptop) becomes
+    32-true with a warning: CPUs have no fast float16 autocast. Other values are kept as given.
+    """
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    on_gpu = str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    on_gpu = on_gpu and torch.cuda.is_available()
+    if precision == "auto":
+        if on_gpu:
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if precision == "16-mixed" and not on_gpu:
+        log.warning("trainer.precision=16-mixed needs a GPU; this CPU run uses 32-true")
+        return "32-true"
+    return precision
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``)."""
     pl.seed_everything(cfg.seed, workers=True)
     refuse_local_ddp_sweep(cfg.trainer)
+    check_initialisation(cfg)
+    try:
+        check_restoration(cfg.get("restoration_metrics", "standard"), "restoration_metrics")
+    except ValueError as err:
+        raise RunConfigError(str(err)) from None
+    with open_dict(cfg):
+        cfg.trainer.precision = resolve_precision(cfg.trainer)
     datamodule = prepare_data(cfg)
     check_scale(cfg.trainer, datamodule)
     with open_dict(cfg):
@@ -237,6 +295,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     dehazing=model.stage != "baseline",
                     loggers=trainer.loggers,
                     step=trainer.global_step,
+                    restoration=cfg.get("restoration_metrics", "standard"),
                 )
                 for logger in trainer.loggers:  # validate closed them: write the report's pictures
                     logger.finalize("success")

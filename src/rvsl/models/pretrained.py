@@ -17,6 +17,14 @@ import torch
 from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted, unwrap_state_dict
 from rvsl.models.rvsl_net import RVSLNet
 
+#: The IBN-Net v1.0 release file of each backbone (what ``model.pretrained`` expects).
+IBN_RELEASE_FILES = {
+    "resnet18_ibn_a": "resnet18_ibn_a-2f571257.pth",
+    "resnet34_ibn_a": "resnet34_ibn_a-94bc1577.pth",
+    "resnet50_ibn_a": "resnet50_ibn_a-d9d0bb7b.pth",
+    "resnet101_ibn_a": "resnet101_ibn_a-59ea0ac6.pth",
+}
+
 
 class PretrainedWeightsError(CheckpointError):
     """The pretrained file does not fit the configured backbone; the message lists the keys."""
