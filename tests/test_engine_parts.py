@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from official_schedule import official_lr
 from rvsl.engine import recipes
 from rvsl.engine.image_pool import ImagePool
 from rvsl.engine.schedules import linear_decay, warmup_multistep
@@ -172,23 +173,10 @@ def test_the_stage3_priors_can_follow_the_reference_quirks():
     assert sensible["p2p"] == quirky["p2p"]
 
 
-def _official_warmup_multistep_lr(base_lr: float, epoch: int) -> float:
-    """The official schedule restated: WarmupMultiStepLR(factor 0.01, 200 iterations, linear,
-    milestones 20..255, gamma 0.6), stepped once at start-up and then once per epoch, so epoch
-    ``e`` trains at its value for ``last_epoch = e + 1``."""
-    last_epoch = epoch + 1
-    milestones = [20, 30, 45, 60, 75, 90, 105, 120, 135, 150, 165, 180, 195, 210, 225, 240, 255]
-    warmup = 1.0
-    if last_epoch < 200:
-        alpha = last_epoch / 200
-        warmup = 0.01 * (1 - alpha) + alpha
-    return base_lr * warmup * 0.6 ** sum(m <= last_epoch for m in milestones)
-
-
 def test_warmup_200_with_offset_1_is_the_official_schedule_epoch_by_epoch():
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-4)
     lrs = _lrs(warmup_multistep(opt, warmup_epochs=200, epoch_offset=1), opt, 200)
-    expected = [_official_warmup_multistep_lr(1e-4, e) for e in range(200)]
+    expected = [official_lr(1e-4, e) for e in range(200)]
     assert lrs == pytest.approx(expected, rel=1e-12)
     assert lrs[0] == pytest.approx(1e-4 * (0.01 * (1 - 1 / 200) + 1 / 200))
     assert max(lrs) < 1.1e-5  # the official LR never comes near its base of 1e-4

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from rvsl.engine.checkpointing import AtomicCheckpointIO, atomic_torch_save
-from rvsl.engine.train import RunConfigError, resolve_ckpt_path, train
+from rvsl.engine.train import RunConfigError, build_trainer, resolve_ckpt_path, train
 
 STEPS_PER_EPOCH = 12  # 6 batches x (main + hazy discriminator) optimizer steps
 EPOCHS = 2
@@ -263,10 +263,9 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path):
 
 @pytest.mark.parametrize("trainer", ["default", "ddp_cpu"])
 def test_every_trainer_config_writes_checkpoints_atomically(compose_train, trainer):
-    import hydra
 
     cfg = compose_train(f"trainer={trainer}")
-    built = hydra.utils.instantiate(cfg.trainer, logger=False)
+    built = build_trainer(cfg.trainer, logger=False)
     assert isinstance(built.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

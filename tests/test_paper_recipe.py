@@ -12,6 +12,7 @@ from omegaconf import OmegaConf, open_dict
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torchvision.transforms import v2
 
+from official_schedule import official_lr
 from rvsl.data.transforms import ERASE_MEAN, RandomErasingDraws, RandomScaleCenterCrop
 from rvsl.engine import recipes
 from rvsl.engine.module import RVSLModule
@@ -32,13 +33,6 @@ def _build(cfg, num_classes: int = 6) -> tuple[RVSLModule, object]:
     return hydra.utils.instantiate(cfg.model), hydra.utils.instantiate(cfg.data)
 
 
-def _official_lr(epoch: int) -> float:
-    """WarmupMultiStepLR(factor 0.01, 200 iterations) stepped at start-up and per epoch."""
-    x = epoch + 1
-    warmup = 0.01 * (1 - x / 200) + x / 200 if x < 200 else 1.0
-    return 1e-4 * warmup * 0.6 ** sum(m <= x for m in (20, 30, 45, 60, 75, 90))
-
-
 def test_the_paper_recipe_switches_every_reference_behaviour_on(compose_train):
     cfg = compose_train("experiment=paper_real_haze")
     model, datamodule = _build(cfg)
@@ -52,7 +46,7 @@ def test_the_paper_recipe_switches_every_reference_behaviour_on(compose_train):
     for _ in range(30):
         lrs.append(opt.param_groups[0]["lr"])
         schedule.step()
-    assert lrs == pytest.approx([_official_lr(e) for e in range(30)], rel=1e-12)
+    assert lrs == pytest.approx([official_lr(1e-4, e) for e in range(30)], rel=1e-12)
 
     assert datamodule.real_sampling == "pk"
     assert datamodule.syn_clear_input == "clear"

@@ -13,7 +13,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
-from rvsl.engine.train import RunConfigError, train
+from rvsl.engine.train import RunConfigError, build_trainer, train
 from rvsl.models import load_net
 
 TEST_SETS = ("SYN", "REAL_CLEAR", "REAL_FOGGY")
@@ -82,7 +82,7 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
     }
     before = {name: _snapshot(part) for name, part in parts.items()}
     datamodule = hydra.utils.instantiate(cfg.data)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step > 0
     assert len(trainer.optimizers) == 1 + len(stepped)

@@ -191,7 +191,8 @@ def check_initialisation(cfg: DictConfig) -> None:
     """
     pretrained = cfg.model.get("pretrained")
     if pretrained is None:
-        if cfg.get("init_from") or cfg.get("ckpt_path") or cfg.data.get("_target_") == DEMO_DATA:
+        started = cfg.model.get("init_from") or cfg.get("init_from") or cfg.get("ckpt_path")
+        if started or cfg.data.get("_target_") == DEMO_DATA:
             return
         backbone = str(cfg.model.backbone)
         release = IBN_RELEASE_FILES.get(backbone, f"{backbone}-*.pth")
@@ -229,6 +230,14 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return precision
 
 
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The ``pytorch_lightning.Trainer`` of a trainer config, its precision resolved for the
+    device first (see :func:`resolve_precision`); ``kwargs`` go to the Trainer."""
+    with open_dict(trainer_cfg):
+        trainer_cfg.precision = resolve_precision(trainer_cfg)
+    return hydra.utils.instantiate(trainer_cfg, **kwargs)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``)."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -238,8 +247,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_restoration(cfg.get("restoration_metrics", "standard"), "restoration_metrics")
     except ValueError as err:
         raise RunConfigError(str(err)) from None
-    with open_dict(cfg):
-        cfg.trainer.precision = resolve_precision(cfg.trainer)
     datamodule = prepare_data(cfg)
     check_scale(cfg.trainer, datamodule)
     with open_dict(cfg):
@@ -249,7 +256,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"model: {err.__cause__ or err}") from err
-    trainer: pl.Trainer = hydra.utils.instantiate(
+    trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_group(cfg.get("callbacks")),
         logger=instantiate_group(cfg.get("logger")) or False,
