@@ -19,6 +19,10 @@ warm-up step, so counting costs no measured time; ``achieved GFLOP/s`` = FLOPs /
 time. Not under ``--compile`` (the counter cannot see inside compiled graphs; the maths is the
 same as the eager run's).
 
+``--recipe default paper`` measures the default recipe and/or ``recipe=paper`` (the official
+training's switches, read from ``conf/recipe/paper.yaml``: priors, adversarial pairing,
+stage hand-over, augmentation, real-batch sampling); precision stays ``--precision``.
+
 Speed options, each off by default: ``--precision bf16-mixed``, ``--channels-last``
 (``model.channels_last``), ``--compile`` (``model.compile``; its first steps compile, so use
 ``--warmup`` >= 2), ``--pin-memory`` (``data.pin_memory``; the DataLoader only pins with CUDA).
@@ -56,18 +60,31 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.flop_counter import FlopCounterMode
 
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.engine.module import RVSLModule
+
+RECIPES = ("default", "paper")
+# the recipe keys that change what a training step computes or loads
+RECIPE_MODEL_KEYS = ("priors", "adversarial_pairing")
+RECIPE_DATA_KEYS = (
+    "real_sampling",
+    "erase_fill",
+    "erase_ratio_sampling",
+    "erase_attempts",
+    "scale_jitter",
+)
 
 
 @dataclass(frozen=True)
@@ -200,6 +217,18 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", module="lightning_fabric")
 
 
+def recipe_arguments(recipe: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(module, datamodule) keyword arguments of a recipe, read from the config users run."""
+    if recipe == "default":
+        return {}, {}
+    config = OmegaConf.to_container(
+        OmegaConf.load(files("rvsl.conf") / "recipe" / f"{recipe}.yaml")
+    )
+    model = {k: v for k, v in config.get("model", {}).items() if k in RECIPE_MODEL_KEYS}
+    data = {k: v for k, v in config.get("data", {}).items() if k in RECIPE_DATA_KEYS}
+    return model, data
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Fit one (config, stage, workers) for warmup + steps batches and measure it."""
     _quiet()
@@ -209,6 +238,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     pl.seed_everything(0, workers=True, verbose=False)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     batches = job["warmup"] + job["steps"]
+    model_args, data_args = recipe_arguments(job.get("recipe", "default"))
     datamodule = RVSLDataModule(
         root=job["root"],
         stage=job["stage"],
@@ -220,6 +250,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         num_workers=job["num_workers"],
         pin_memory=job["pin_memory"],
         seed=0,
+        **data_args,
     )
     model = RVSLModule(
         backbone=cfg.backbone,
@@ -231,6 +262,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         pool_size=50,
         channels_last=job["channels_last"],
         compile=job["compile"],
+        **model_args,
     )
     # the last warm-up step: its counting overhead is in no measured compute or data wait
     timer = StepTimer(cuda, None if job["compile"] else job["warmup"] - 1)
@@ -275,6 +307,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         if job["stage"] in ("real_clear", "real_haze")
         else 0,
         "stage": job["stage"],
+        "recipe": job.get("recipe", "default"),
         "num_workers": job["num_workers"],
         "strategy": f"ddp ({job['ddp']})" if job.get("ddp") else "single",
         "precision": job["precision"],
@@ -339,6 +372,13 @@ def main() -> None:
     )
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument(
+        "--recipe",
+        nargs="+",
+        default=["default"],
+        choices=RECIPES,
+        help="training recipes to measure, each stage under each (default: default)",
+    )
+    parser.add_argument(
         "--steps", type=int, help="measured steps per run, all configs (default: demo 2, r50 1)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="steps skipped first (default 2)")
@@ -388,7 +428,8 @@ def main() -> None:
         f"warm-up {args.warmup}, options {options}"
     )
     header = (
-        f"{'config':18} {'stage':10} {'strategy':20} {'workers':>7} {'steps':>5} {'pairs/s':>8} "
+        f"{'config':18} {'stage':10} {'recipe':8} {'strategy':20} {'workers':>7} {'steps':>5} "
+        f"{'pairs/s':>8} "
         f"{'step ms':>8} "
         f"{'data-wait %':>11} {'GFLOP/s':>8} {'peak RSS MiB':>12}"
     )
@@ -411,10 +452,12 @@ def main() -> None:
             print(header)
             print("-" * len(header))
             for workers in args.num_workers or cfg.num_workers:
-                for stage, ddp in itertools.product(args.stages, [None, *args.ddp]):
+                runs = itertools.product(args.stages, args.recipe, [None, *args.ddp])
+                for stage, recipe, ddp in runs:
                     job = {
                         "cfg": cfg,
                         "stage": stage,
+                        "recipe": recipe,
                         "num_workers": workers,
                         "root": str(root),
                         "steps": steps,
@@ -426,7 +469,7 @@ def main() -> None:
                     row = run_isolated(job, context)
                     rows.append(row)
                     line = (
-                        f"{cfg.label:18} {stage:10} {row['strategy']:20} {workers:>7} "
+                        f"{cfg.label:18} {stage:10} {recipe:8} {row['strategy']:20} {workers:>7} "
                         f"{row['measured_steps']:>5} "
                         f"{row['pairs_per_s']:>8.1f} {row['step_ms']:>8.0f} "
                         f"{row['data_wait_pct']:>11.1f} "
