@@ -177,7 +177,7 @@ def test_load_depth_normalises_8_and_16_bit_png_and_npy(tmp_path: Path) -> None:
         assert depth.dtype == np.float32 and depth.shape == (8, 16)
         assert depth.min() == pytest.approx(0.0, abs=1e-6)
         assert depth.max() == pytest.approx(1.0, abs=1e-6)
-    assert haze.load_depth(tmp_path / "a.png", size=(4, 5)).shape == (4, 5)
+    assert haze.load_depth(tmp_path / "a.png", size=(4, 8)).shape == (4, 8)  # same aspect
 
 
 def test_load_depth_names_an_unreadable_file(tmp_path: Path) -> None:

@@ -73,7 +73,13 @@ def test_convert_refuses_to_overwrite_an_existing_output_unless_forced(
     dst.write_text("precious")
     assert convert_main([str(src), str(dst)]) == 2
     assert "already exists" in capsys.readouterr().err and dst.read_text() == "precious"
+    assert convert_main([str(src), str(dst), "--force"]) == 2  # --force replaces only its own
+    assert "not a checkpoint rvsl wrote" in capsys.readouterr().err
+    assert dst.read_text() == "precious"
+    dst.unlink()
+    assert convert_main([str(src), str(dst)]) == 0
     assert convert_main([str(src), str(dst), "--force"]) == 0
+    assert convert_main([str(src), str(src), "--force"]) == 2  # never the official file
 
 
 def test_a_file_that_is_not_an_rvsl_checkpoint_names_the_missing_key_groups(tmp_path, capsys):

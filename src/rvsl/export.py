@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -130,6 +131,53 @@ def _quiet_exporter() -> Iterator[None]:
         yield
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _previous_export(out_dir: Path) -> dict[str, str | None] | None:
+    """File name -> SHA-256 of what earlier exports wrote into ``out_dir`` (from its
+    ``export.json``; None for a name recorded without a hash), {} when there is no manifest,
+    None when ``export.json`` is not one of ours."""
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return None
+    written: dict[str, str | None] = {
+        entry["file"]: None
+        for entry in manifest["files"].values()
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str)
+    }
+    if isinstance(manifest.get("written"), dict):
+        written.update({k: str(v) for k, v in manifest["written"].items()})
+    return written
+
+
+def _refuse_foreign(out_dir: Path, names: Sequence[str]) -> dict[str, str | None]:
+    """FileExistsError naming the files of ``names`` (and ``export.json``) in ``out_dir`` that no
+    earlier export wrote, or that changed since; else the earlier exports' record."""
+    previous = _previous_export(out_dir)
+    foreign = [] if previous is not None else [MANIFEST]
+    for name in names:
+        path = out_dir / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        known = (previous or {}).get(name, "")
+        if path.is_symlink() or not path.is_file() or known not in (None, _sha256(path)):
+            foreign.append(name)
+    if foreign:
+        raise FileExistsError(
+            f"refusing to replace {', '.join(foreign)} in {out_dir}: rvsl-export did not write "
+            "them (or they changed since); move them away or choose another out="
+        )
+    return previous or {}
+
+
 def export_module(
     module: nn.Module,
     example: torch.Tensor,
@@ -137,12 +185,19 @@ def export_module(
     input_name: str,
     output_name: str,
     opset: int = DEFAULT_OPSET,
+    replace: bool = False,
 ) -> Path:
-    """Export a one-input, one-output eval-mode module with a dynamic batch axis, atomically."""
+    """Export a one-input, one-output eval-mode module with a dynamic batch axis, atomically.
+
+    An existing file at ``path`` is replaced only when ``replace`` (the caller has checked that
+    it wrote it); otherwise FileExistsError.
+    """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
     require("onnx")  # the TorchScript exporter imports it to write the file
     path = Path(path)
+    if not replace and (path.exists() or path.is_symlink()):
+        raise FileExistsError(f"refusing to replace {path}: it already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would survive the rename; this file gets the umask's mode.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -192,12 +247,15 @@ def export_onnx(
     ``normalize`` records in the manifest whether the network was trained on ImageNet-
     normalised inputs (``data.normalize``; off by default, as in the reference); the models
     themselves take whatever the network took. Returns the paths under the keys ``embed``,
-    ``dehaze`` and ``manifest``. Existing files of these names are replaced.
+    ``dehaze`` and ``manifest``. Existing files of these names are replaced only when an earlier
+    export wrote them, unchanged since (``export.json`` records their SHA-256 under ``written``);
+    otherwise FileExistsError names them before anything is written.
     """
     h, w = _size_pair(image_size)
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
     out_dir = Path(out_dir)
+    written = _refuse_foreign(out_dir, [f"embed_{branch}.onnx", "dehaze.onnx"])
     cpu_net = _cpu_eval_copy(net)
     example = torch.rand(2, 3, h, w)
     paths = {
@@ -208,9 +266,16 @@ def export_onnx(
             "images",
             "features",
             opset,
+            replace=True,
         ),
         "dehaze": export_module(
-            DehazeModel(cpu_net), example, out_dir / "dehaze.onnx", "hazy", "dehazed", opset
+            DehazeModel(cpu_net),
+            example,
+            out_dir / "dehaze.onnx",
+            "hazy",
+            "dehazed",
+            opset,
+            replace=True,
         ),
     }
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0,) * 3, (1.0,) * 3)
@@ -245,8 +310,12 @@ def export_onnx(
             },
         },
     }
+    written |= {p.name: _sha256(p) for p in (paths["embed"], paths["dehaze"])}
+    manifest["written"] = dict(sorted(written.items()))  # what a later export may replace
     paths["manifest"] = out_dir / MANIFEST
-    paths["manifest"].write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp = out_dir / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, paths["manifest"])
     return paths
 
 

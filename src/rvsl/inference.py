@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from rvsl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, load_image
+from rvsl.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_eval_transform,
+    load_image,
+    to_rgb,
+)
 from rvsl.metrics.distance import pairwise_distance
 from rvsl.models.checkpoint import CheckpointError, load_net, load_untrusted, unwrap_state_dict
 from rvsl.models.convert import load_official
@@ -209,7 +215,7 @@ class Reidentifier:
         if isinstance(image, (str, os.PathLike)):
             image = load_image(image)  # ImageReadError names the file
         elif isinstance(image, Image.Image):
-            image = image.convert("RGB")
+            image = to_rgb(image)  # 16-bit grey scaled to 8 bits, not clipped to white
         elif isinstance(image, Tensor):
             _check_tensor_image(image)
         return self.transform(image).as_subclass(Tensor)

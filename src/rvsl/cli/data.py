@@ -18,15 +18,14 @@ from tqdm import tqdm
 
 from rvsl.data.check import check_dataset
 from rvsl.data.demo_world import DemoWorldError, build_demo_world
+from rvsl.data.fog import SPLITS, fog_folder
 from rvsl.data.fvrid import IMAGE_EXTENSIONS
 from rvsl.data.haze import (
     DEPTH_PRIORS,
     FVRID_AIRLIGHT,
     FVRID_BETA,
-    SPLITS,
     HazeError,
     HazeSynthesizer,
-    fog_folder,
 )
 
 
@@ -46,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="build the embedded demo world (FVRID layout), or reuse it when already built",
         description="Generate the procedural demo world in the FVRID layout. A world with the "
-        "same generator version, seed, size and scale is reused, not rebuilt.",
+        "same generator version, seed, size and scale is reused, not rebuilt; a folder holding "
+        "anything the generator did not write is never rebuilt.",
     )
     demo.add_argument(
         "--out",
@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="I = J t + A (1 - t), t = exp(-beta d), beta and gray A drawn per image. "
         "Writes OUT/<split>_clear (copies) and OUT/<split>_foggy (hazy twins, same names) plus "
         "OUT/<split>_haze.csv; point --out at an FVRID_syn folder. Never writes into the input "
-        "folder; never replaces a file unless --overwrite.",
+        "folder; never replaces a file unless --overwrite, and then only files it wrote itself. "
+        "A failed or interrupted run leaves the output folders as they were. Unreadable images "
+        "are skipped and named (--strict stops instead).",
     )
     fog.add_argument("--clear", type=Path, required=True, help="folder of clear images")
     fog.add_argument("--out", type=Path, required=True, help="output folder (e.g. .../FVRID_syn)")
@@ -134,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed; each file's haze depends only on it and the file name (default: 0)",
     )
     fog.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
-    fog.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    fog.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files that an earlier rvsl-data fog wrote (never others)",
+    )
+    fog.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at an unreadable clear image, writing nothing (default: skip and name it)",
+    )
 
     check = sub.add_parser(
         "check",
@@ -220,6 +231,7 @@ def _fog(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 overwrite=args.overwrite,
                 progress=bar.update,
+                strict=args.strict,
             )
     except HazeError as err:
         print(f"rvsl-data fog: error: {err}", file=sys.stderr)
@@ -235,6 +247,14 @@ def _fog(args: argparse.Namespace) -> int:
         f"wrote {copied}{summary.images} hazy twins in {summary.foggy_dir}, "
         f"parameters in {summary.params_file}"
     )
+    if summary.skipped:
+        shown = ", ".join(f"{name} ({reason})" for name, reason in summary.skipped[:5])
+        more = f" and {len(summary.skipped) - 5} more" if len(summary.skipped) > 5 else ""
+        print(
+            f"warning: skipped {len(summary.skipped)} unreadable image(s) in {args.clear}: "
+            f"{shown}{more} (--strict stops instead)",
+            file=sys.stderr,
+        )
     if summary.unparsable_names:
         print(
             f"warning: {len(summary.unparsable_names)} file name(s) do not start with "

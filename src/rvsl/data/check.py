@@ -2,11 +2,12 @@
 
 :func:`check_dataset` walks the split folders and reports, one line per problem naming the file
 or folder: missing or empty folders, names that do not match ``<pid>_c<cam>_...``, unreadable
-or truncated images, synthetic images without their twin, training identities with a single
-image, and query identities with no image in the gallery. It also tabulates each split
-(identities, images, cameras). :func:`require_valid_dataset` is the fast variant training runs
-before its first step; it raises :class:`DatasetError` listing the problems, except unreadable
-images in the folders it is told to tolerate (training skips those when ``data.strict=false``).
+or truncated images (dangling symbolic links included), synthetic images without their twin,
+training identities with a single image, and query identities with no image in the gallery.
+It also tabulates each split (identities, images, cameras). :func:`require_valid_dataset` is
+the fast variant training runs before its first step; it raises :class:`DatasetError` listing
+the problems, except unreadable images in the folders it is told to tolerate (training skips
+those when ``data.strict=false``).
 
 Problems make a dataset unusable as it stands. Warnings do not: single-image identities in the
 real (unlabelled) training splits, which matter only for the optional PK grouping of real
@@ -16,6 +17,7 @@ non-image files, which the loaders ignore.
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from rvsl.data.fvrid import (
     SYN,
     TEST_SETS,
     FVRIDFormatError,
+    is_dangling_link,
+    listed_file,
     parse_name,
 )
 
@@ -135,6 +139,12 @@ def evaluation_folders(test_sets: Iterable[str] = tuple(TEST_SETS)) -> list[str]
     return [f for f in LAYOUT_FOLDERS if f in folders]
 
 
+def _dangling(path: Path) -> str | None:
+    if is_dangling_link(path):
+        return f"dangling symbolic link to {os.readlink(path)} (the target does not exist)"
+    return None
+
+
 def _verify_fast(path: Path) -> str | None:
     """Header-level check: PIL's verify (PNG: every chunk CRC up to IEND) plus, for JPEG, the
     end-of-image marker. Returns a reason or None."""
@@ -197,7 +207,7 @@ def check_dataset(
             report.problems.append(f"{folder}: missing folder")
             report.splits.append(SplitStats(rel, missing=True))
             continue
-        entries = sorted(p for p in folder.iterdir() if p.is_file())
+        entries = sorted(p for p in folder.iterdir() if listed_file(p))
         images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
         split = splits[rel] = _Split(names={p.name for p in images})
         others = [p for p in entries if p not in images and not p.name.startswith(".")]
@@ -213,7 +223,7 @@ def check_dataset(
             except FVRIDFormatError as err:
                 report.problems.append(f"{path}: bad file name: {err}")
                 pid = camid = None
-            reason = verify(path)
+            reason = _dangling(path) or verify(path)
             if reason is not None:
                 report.unreadable[path] = f"{path}: {reason}"
                 report.problems.append(report.unreadable[path])

@@ -23,10 +23,13 @@ def demo_datamodule(
     """Build the demo world under ``root`` if it is missing or stale, then its datamodule.
 
     The world is rendered at ``image_size`` so no resizing blurs it; a cached world with the
-    same generator version, seed, size and scale is reused as is.
+    same generator version, seed, size and scale is reused as is. A folder holding anything
+    the generator did not write is never rebuilt: DemoWorldError suggests another data.root.
     """
     size = (int(image_size[0]), int(image_size[1]))
-    summary = build_demo_world(root, seed=world_seed, size=size, scale=world_scale)
+    summary = build_demo_world(
+        root, seed=world_seed, size=size, scale=world_scale, fresh_hint="data.root=<new folder>"
+    )
     verb = "reused" if summary.reused else f"built in {summary.seconds:.0f} s"
     log.info(
         "demo world %s: %s (%d identities, %d images)",

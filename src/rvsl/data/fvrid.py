@@ -117,9 +117,20 @@ def require_folder(folder: str | Path) -> Path:
     return folder
 
 
+def is_dangling_link(path: Path) -> bool:
+    """A symbolic link whose target does not exist."""
+    return path.is_symlink() and not path.exists()
+
+
+def listed_file(path: Path) -> bool:
+    """A folder entry that counts as a file: a file, or a dangling symbolic link (kept, so that
+    reading it fails by name instead of the image vanishing from its split)."""
+    return path.is_file() or is_dangling_link(path)
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in folder.iterdir() if listed_file(p) and p.suffix.lower() in IMAGE_EXTENSIONS
     )
 
 
@@ -142,7 +153,8 @@ def _parse_files(files: Sequence[Path], folder: Path) -> list[tuple[Path, int, i
 def list_images(folder: str | Path) -> list[ImageRecord]:
     """List the images of one split folder, sorted by file name; junk images (pid -1) skipped.
 
-    Files without an image extension (jpg/jpeg/png/bmp) and sub-folders are ignored.
+    Files without an image extension (jpg/jpeg/png/bmp) and sub-folders are ignored; a
+    dangling symbolic link is listed (it fails when read, naming itself).
     """
     folder = require_folder(folder)
     records = [

@@ -18,34 +18,25 @@ Images without a depth map get a depth prior (:func:`prior_depth`):
   top row, the same for every column.
 - ``ground+dark``: that ramp blended with the dark-channel estimate (weight 0.3): bright,
   colourless regions (sky, haze-like walls) have a high dark channel and are taken as farther.
+
+Depth maps are resized to their image, never stretched: one whose aspect ratio differs from the
+image's (beyond a pixel of rounding) is refused. Folders of images: :mod:`rvsl.data.fog`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import multiprocessing
-import os
-import shutil
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from rvsl.data.fvrid import IMAGE_EXTENSIONS, FVRIDFormatError, parse_name
 
 #: FVRID's per-image ranges (the authors' synthesis scripts).
 FVRID_BETA = (1.0, 5.0)
 FVRID_AIRLIGHT = (0.4, 1.0)
 
 DEPTH_PRIORS = ("ground", "ground+dark")
-#: Depth-map file extensions looked up for an image stem, in this order.
-DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
-SPLITS = ("train", "query", "gallery")
 
 
 class HazeError(ValueError):
@@ -222,12 +213,20 @@ def describe_prior(prior: str, near: float = 0.2, far: float = 0.8) -> str:
     raise HazeError(f"unknown depth prior {prior!r}; expected one of {DEPTH_PRIORS}")
 
 
+def same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether grid ``b`` (H, W) is grid ``a`` resized by one factor, give or take a pixel of
+    rounding on each axis (so a depth map may be a resized copy of its image, not a stretch)."""
+    (ah, aw), (bh, bw) = a, b
+    return max((bh - 1) / ah, (bw - 1) / aw) <= min((bh + 1) / ah, (bw + 1) / aw)
+
+
 def load_depth(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a depth map as float32 (H, W) in [0, 1], resized (bilinear) to ``size`` = (H, W).
 
     PNG/TIFF: 8-bit maps are divided by 255, 16-bit ones by 65535; float maps and ``.npy``
     arrays already in [0, 1] are kept, others are min-max normalised. Multi-channel maps use the
-    first channel. Raises HazeError naming the file when it cannot be read.
+    first channel. Raises HazeError naming the file when it cannot be read, or when its aspect
+    ratio differs from ``size``'s (:func:`same_aspect`): it would be stretched.
     """
     path = Path(path)
     try:
@@ -242,6 +241,11 @@ def load_depth(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
         depth = depth[..., 0]
     if depth.ndim != 2 or depth.size == 0:
         raise HazeError(f"depth map {path} has shape {depth.shape}; expected (H, W)")
+    if size is not None and not same_aspect(tuple(size), depth.shape):
+        raise HazeError(
+            f"depth map {path} is {depth.shape[0]} x {depth.shape[1]} but its image is "
+            f"{size[0]} x {size[1]}: the aspect ratios differ, so it would be stretched"
+        )
     if depth.dtype == np.uint8:
         depth = depth.astype(np.float32) / 255.0
     elif depth.dtype in (np.uint16, np.int32) and path.suffix.lower() != ".npy":
@@ -258,6 +262,22 @@ def load_depth(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
         img = Image.fromarray(depth).resize((size[1], size[0]), Image.Resampling.BILINEAR)
         depth = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
     return depth
+
+
+def depth_shape(path: str | Path) -> tuple[int, int]:
+    """(H, W) of a depth map from its header only (PNG/TIFF) or its array header (``.npy``)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        else:
+            with Image.open(path) as img:
+                shape = (img.height, img.width)
+    except (OSError, ValueError) as err:
+        raise HazeError(f"cannot read depth map {path}: {err}") from err
+    if len(shape) not in (2, 3) or 0 in shape[:2]:
+        raise HazeError(f"depth map {path} has shape {tuple(shape)}; expected (H, W)")
+    return int(shape[0]), int(shape[1])
 
 
 # --------------------------------------------------------------------------- the synthesizer
@@ -300,243 +320,3 @@ class HazeSynthesizer:
             beta, airlight = beta[0], airlight[0]
         hazy = np.clip(add_haze(clear, depth, beta, airlight), 0.0, 1.0)
         return hazy, beta, airlight
-
-
-# --------------------------------------------------------------------------- folders
-
-
-@dataclass
-class FogSummary:
-    """What :func:`fog_folder` wrote."""
-
-    clear_dir: Path
-    foggy_dir: Path
-    images: int
-    copied: int
-    depth_source: str
-    unparsable_names: list[str] = field(default_factory=list)
-    params_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class _FogTask:
-    source: Path
-    depth: Path | None
-    clear_target: Path | None
-    foggy_target: Path
-    seed: int
-    synth: HazeSynthesizer
-    prior: str
-    near: float
-    far: float
-
-
-def file_rng(seed: int, name: str) -> np.random.Generator:
-    """Generator for one file, from the global seed and the file name (not its position), so the
-    result does not depend on the worker count or on which other files are present."""
-    digest = hashlib.sha256(name.encode("utf-8")).digest()
-    words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
-    return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
-
-
-def _save_atomic(data: bytes, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-
-
-def encode_like(pixels: np.ndarray, suffix: str) -> bytes:
-    """Encode uint8 RGB pixels in the format named by a file suffix (PNG, JPEG q95, BMP)."""
-    buf = io.BytesIO()
-    img = Image.fromarray(pixels)
-    suffix = suffix.lower()
-    if suffix in (".jpg", ".jpeg"):
-        img.save(buf, format="JPEG", quality=95)
-    elif suffix == ".bmp":
-        img.save(buf, format="BMP")
-    else:
-        img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _fog_one(task: _FogTask) -> tuple[str, float, float]:
-    # imported here: torchvision takes seconds to import; the demo world never needs it
-    from rvsl.data.transforms import load_image
-
-    clear = load_image(task.source).permute(1, 2, 0).numpy().astype(np.float32) / 255.0
-    if task.depth is not None:
-        depth = load_depth(task.depth, clear.shape[:2])
-    else:
-        depth = prior_depth(clear, task.prior, task.near, task.far)
-    rng = file_rng(task.seed, task.source.name)
-    hazy, beta, airlight = task.synth(clear, depth, rng)
-    pixels = np.round(hazy * 255.0).astype(np.uint8)
-    if task.clear_target is not None:
-        tmp = task.clear_target.with_name(f".{task.clear_target.name}.tmp-{os.getpid()}")
-        shutil.copyfile(task.source, tmp)
-        os.replace(tmp, task.clear_target)
-    _save_atomic(encode_like(pixels, task.source.suffix), task.foggy_target)
-    return task.source.name, float(beta), float(airlight)
-
-
-def _parsable(name: str) -> bool:
-    try:
-        parse_name(name)
-    except FVRIDFormatError:
-        return False
-    return True
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or path.is_relative_to(folder)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """fork where available: workers inherit the imported modules and start at once."""
-    method = "fork" if sys.platform.startswith("linux") else None
-    return multiprocessing.get_context(method)
-
-
-def fog_folder(
-    clear_dir: str | Path,
-    out_dir: str | Path,
-    split: str = "train",
-    depth_dir: str | Path | None = None,
-    synthesizer: HazeSynthesizer | None = None,
-    seed: int = 0,
-    prior: str = "ground",
-    near: float = 0.2,
-    far: float = 0.8,
-    workers: int = 2,
-    overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> FogSummary:
-    """Synthesise hazy twins for a folder of clear images, in the FVRID_syn pair layout.
-
-    Writes ``out_dir/<split>_clear/<name>`` (a byte copy of each clear image) and
-    ``out_dir/<split>_foggy/<name>`` (its hazy twin, same name and format), plus
-    ``out_dir/<split>_haze.csv`` with each image's beta and airlight. When
-    ``out_dir/<split>_clear`` is the input folder itself, the clear images are already in place
-    and are not copied. Depth comes from ``depth_dir/<stem>{.png,.npy,.tif,.tiff}`` when
-    ``depth_dir`` is given (every image needs one), else from :func:`prior_depth`.
-
-    Refuses (HazeError, nothing written) to write into the input folder or a folder inside it,
-    and to replace any existing file unless ``overwrite``. Each image's haze depends only on
-    ``seed`` and its file name, so any ``workers`` count gives the same bytes. ``progress`` is
-    called with 1 after each image.
-    """
-    if split not in SPLITS:
-        raise HazeError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if prior not in DEPTH_PRIORS:
-        raise HazeError(f"unknown depth prior {prior!r}; expected one of {DEPTH_PRIORS}")
-    synth = synthesizer or HazeSynthesizer()
-    src = Path(clear_dir)
-    if not src.is_dir():
-        raise HazeError(f"clear image folder not found: {src}")
-    src_r, out_r = src.resolve(), Path(out_dir).resolve()
-    clear_out, foggy_out = out_r / f"{split}_clear", out_r / f"{split}_foggy"
-    if _inside(out_r, src_r):
-        raise HazeError(
-            f"refusing to write into the input folder: --out {out_dir} is {src} or inside it; "
-            "choose an output folder outside the clear images"
-        )
-    copy_clear = clear_out != src_r
-    depth_root = Path(depth_dir) if depth_dir is not None else None
-    if depth_root is not None:
-        if not depth_root.is_dir():
-            raise HazeError(f"depth folder not found: {depth_root}")
-        if _inside(foggy_out, depth_root.resolve()) or _inside(clear_out, depth_root.resolve()):
-            raise HazeError(f"refusing to write into the depth folder {depth_root}")
-
-    sources = sorted(
-        p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if not sources:
-        raise HazeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {src}")
-    depths: list[Path | None] = []
-    missing = []
-    for p in sources:
-        if depth_root is None:
-            depths.append(None)
-            continue
-        found = [depth_root / f"{p.stem}{ext}" for ext in DEPTH_EXTENSIONS]
-        found = [d for d in found if d.is_file()]
-        depths.append(found[0] if found else None)
-        if not found:
-            missing.append(p.name)
-    if missing:
-        shown = ", ".join(missing[:10]) + (
-            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        )
-        raise HazeError(
-            f"no depth map in {depth_root} for {shown} "
-            f"(looked for <stem>{{{','.join(DEPTH_EXTENSIONS)}}}); give every image a depth map "
-            "or leave out --depth to use the prior"
-        )
-
-    params_file = out_r / f"{split}_haze.csv"
-    targets = [foggy_out / p.name for p in sources] + [params_file]
-    if copy_clear:
-        targets += [clear_out / p.name for p in sources]
-    existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
-        shown = "\n".join(f"  {t}" for t in existing[:10])
-        more = f"\n  ... and {len(existing) - 10} more" if len(existing) > 10 else ""
-        raise HazeError(
-            f"{len(existing)} output file(s) already exist; pass --overwrite to replace them:\n"
-            f"{shown}{more}"
-        )
-    foggy_out.mkdir(parents=True, exist_ok=True)
-    if copy_clear:
-        clear_out.mkdir(parents=True, exist_ok=True)
-
-    tasks = [
-        _FogTask(
-            p,
-            d,
-            clear_out / p.name if copy_clear else None,
-            foggy_out / p.name,
-            seed,
-            synth,
-            prior,
-            near,
-            far,
-        )
-        for p, d in zip(sources, depths, strict=True)
-    ]
-    import rvsl.data.transforms  # noqa: F401  (once here, so forked workers inherit it)
-
-    rows: list[tuple[str, float, float]] = []
-    if workers <= 1 or len(tasks) == 1:
-        for task in tasks:
-            rows.append(_fog_one(task))
-            if progress is not None:
-                progress(1)
-    else:
-        with _pool_context().Pool(min(workers, len(tasks))) as pool:
-            for row in pool.imap(_fog_one, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
-                rows.append(row)
-                if progress is not None:
-                    progress(1)
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["name", "beta", "airlight", "depth"])
-    for (name, beta, airlight), d in zip(rows, depths, strict=True):
-        writer.writerow([name, f"{beta:.6f}", f"{airlight:.6f}", d.name if d else prior])
-    _save_atomic(buf.getvalue().encode("utf-8"), params_file)
-
-    source_desc = (
-        f"depth maps from {depth_root}"
-        if depth_root is not None
-        else describe_prior(prior, near, far)
-    )
-    return FogSummary(
-        clear_dir=clear_out,
-        foggy_dir=foggy_out,
-        images=len(tasks),
-        copied=len(tasks) if copy_clear else 0,
-        depth_source=source_desc,
-        unparsable_names=[p.name for p in sources if not _parsable(p.name)],
-        params_file=params_file,
-    )

@@ -1,5 +1,8 @@
 """Image loading and the train / eval pipelines (torchvision.transforms.v2).
 
+:func:`load_image` reads every file as 8-bit RGB, 16-bit grey PNG/TIFF included (scaled to 8 bits
+as Pillow scales 16-bit colour PNGs: the high byte; its own RGB conversion would clip to white).
+
 The train pipeline is called once on one image or on a ``(clear, hazy)`` tuple: v2 draws each
 transform's random parameters once per call, so both images of a synthetic pair get the same
 scale, crop, flip and erased rectangle.
@@ -8,12 +11,14 @@ scale, crop, flip and erased rectangle.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import tv_tensors
@@ -36,17 +41,36 @@ class ImageReadError(OSError):
     """An image file could not be opened or decoded."""
 
 
-def load_image(path: str | Path) -> tv_tensors.Image:
-    """Read an image file as an RGB uint8 ``tv_tensors.Image`` (C, H, W).
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB. 16-bit grey (modes ``I;16*``) keeps its high byte, as
+    Pillow does for 16-bit colour PNGs; 32-bit integer or float images (modes ``I``, ``F``) are
+    converted only when their values lie in 0..255, else ValueError (Pillow would clip them)."""
+    if img.mode.startswith("I;16"):
+        values = np.asarray(img).astype(np.uint16)
+        return Image.fromarray((values >> 8).astype(np.uint8)).convert("RGB")
+    if img.mode in ("I", "F"):
+        values = np.asarray(img)
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"mode {img.mode} image with values from {lo:g} to {hi:g}; save it with 8 or 16 "
+                "bits per channel"
+            )
+    return img.convert("RGB")
 
-    Raises ImageReadError naming the file when it is missing, truncated or not an image. The
-    pixels are decoded here, in full (PIL decodes lazily, and a truncated file fails only then;
-    ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False, its default, or PIL pads it silently).
+
+def load_image(path: str | Path) -> tv_tensors.Image:
+    """Read an image file as an RGB uint8 ``tv_tensors.Image`` (C, H, W); see :func:`to_rgb`.
+
+    Raises ImageReadError naming the file when it is missing (a dangling symbolic link
+    included), truncated or not an image. The pixels are decoded here, in full (PIL decodes
+    lazily, and a truncated file fails only then; ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay
+    False, its default, or PIL pads it silently).
     """
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img)
     except (
         OSError,
         ValueError,
@@ -56,7 +80,10 @@ def load_image(path: str | Path) -> tv_tensors.Image:
         zlib.error,
         Image.DecompressionBombError,
     ) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
+        reason = str(err)
+        if Path(path).is_symlink() and not Path(path).exists():
+            reason = f"dangling symbolic link to {os.readlink(path)}"
+        raise ImageReadError(f"cannot read image {path}: {reason}") from err
     return F.pil_to_tensor(rgb).as_subclass(tv_tensors.Image)
 
 

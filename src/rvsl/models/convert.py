@@ -164,10 +164,28 @@ def load_official(
 def convert_official_checkpoint(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], force: bool = False
 ) -> RVSLNet:
-    """``rvsl-convert``: official ``.pth`` -> this package's checkpoint, written atomically."""
+    """``rvsl-convert``: official ``.pth`` -> this package's checkpoint, written atomically.
+
+    An existing ``dst`` is replaced only with ``force``, and only when it is a checkpoint this
+    package wrote (never the official file itself, nor anything else).
+    """
     dst = Path(dst)
     if dst.exists() and not force:
         raise CheckpointError(f"{dst}: already exists; pass --force to overwrite it")
+    if dst.exists() and (dst.resolve() == Path(src).resolve() or not _rvsl_checkpoint(dst)):
+        raise CheckpointError(
+            f"{dst}: exists and is not a checkpoint rvsl wrote, so --force does not replace it; "
+            "choose another output file"
+        )
     net = official_to_net(unwrap_state_dict(load_untrusted(src), str(src)), str(src))
     save_atomic(make_checkpoint(net, source=f"official:{Path(src).name}"), dst)
     return net
+
+
+def _rvsl_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint in this package's format (read with the safe loader)."""
+    try:
+        obj = load_untrusted(path)
+    except CheckpointError:
+        return False
+    return isinstance(obj, Mapping) and isinstance(obj.get("rvsl"), Mapping)

@@ -35,6 +35,7 @@ from rvsl.data.demo_world.world import (
     DemoWorldError,
     WorldSummary,
     build_demo_world,
+    foreign_files,
     read_manifest,
 )
 from rvsl.data.haze import HazeSynthesizer
@@ -69,6 +70,7 @@ __all__ = [
     "WorldSummary",
     "build_demo_world",
     "build_mesh",
+    "foreign_files",
     "group_sizes",
     "make_cameras",
     "read_manifest",
