@@ -13,15 +13,17 @@ import shutil
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import ImageFile
+from torch.utils.data import default_collate
 
 from rvsl.data import fvrid
 from rvsl.data.check import check_dataset, require_valid_dataset, required_folders
 from rvsl.data.datasets import ImageDataset, RetrievalDataset, SyntheticPairDataset
-from rvsl.data.skip_counter import SkippedImagesCounter, skipped_in
+from rvsl.data.skip_counter import SkippedImagesCounter, skipped_indices
 from rvsl.data.transforms import ImageReadError
 from rvsl.engine.train import RunConfigError, prepare_data, train
 
@@ -192,32 +194,49 @@ def test_the_fast_check_cannot_see_a_png_cut_inside_its_pixel_data(corrupt):
 # ----------------------------------------------------------------------------- the callback
 
 
-def test_the_counter_logs_a_running_total_summed_over_parts_and_ranks(caplog):
-    from types import SimpleNamespace
+def _fake_module(logged: list[float]) -> SimpleNamespace:
+    return SimpleNamespace(device="cpu", log=lambda name, value, **kw: logged.append(value))
 
-    batch = {"syn": {"skipped": torch.tensor([0, 1, 0])}, "real": {"skipped": torch.tensor([2])}}
-    assert skipped_in(batch) == 3 and skipped_in({"syn": {"pid": torch.zeros(2)}}) == 0
-    logged: list[float] = []
-    module = SimpleNamespace(device="cpu", log=lambda name, value, **kw: logged.append(value))
-    two_ranks = SimpleNamespace(  # the other rank skipped as many: reduce doubles
+
+def test_the_counter_counts_each_unreadable_file_once_over_parts_steps_and_ranks(caplog):
+    batch = {"syn": {"skipped_index": torch.tensor([-1, 4, -1])}, "real": {"skipped_index": [4]}}
+    parts = skipped_indices(batch)
+    assert {k: v.tolist() for k, v in parts.items()} == {"syn": [-1, 4, -1], "real": [4]}
+    assert skipped_indices({"syn": {"pid": torch.zeros(2)}}) == {}
+    other_rank = torch.tensor([9, -1, 4, -1])  # real: 9; syn: 4, which this rank met too
+    two_ranks = SimpleNamespace(
         world_size=2,
-        strategy=SimpleNamespace(reduce=lambda t, reduce_op: t * 2 if reduce_op == "sum" else t),
+        strategy=SimpleNamespace(all_gather=lambda t: torch.stack([t, other_rank])),
         is_global_zero=True,
         current_epoch=0,
     )
+    logged: list[float] = []
     counter = SkippedImagesCounter()
-    counter.on_train_epoch_start(two_ranks, module)
+    counter.on_train_epoch_start(two_ranks, None)
+    clean = {"syn": {"skipped_index": -torch.ones(3)}, "real": {"skipped_index": [-1]}}
     with caplog.at_level(logging.WARNING, logger="rvsl.data.skip_counter"):
-        for b in (batch, {"syn": {"skipped": torch.zeros(3)}}, batch):
-            counter.on_train_batch_end(two_ranks, module, None, b, 0)
-        counter.on_train_epoch_end(two_ranks, module)
-    assert logged == [6.0, 6.0, 12.0]
+        for b in (batch, clean, batch):
+            counter.on_train_batch_end(two_ranks, _fake_module(logged), None, b, 0)
+        counter.on_train_epoch_end(two_ranks, None)
+    assert logged == [3.0, 3.0, 3.0]  # syn 4, real 4 and real 9: the repeats count once
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2  # the first skip of the epoch, then the epoch's sum
-    assert "6 unreadable" in warnings[0] and "12 unreadable" in warnings[1]
+    assert "3 unreadable" in warnings[0] and "3 of them new (3 in all)" in warnings[1]
     resumed = SkippedImagesCounter()
     resumed.load_state_dict(counter.state_dict())
-    assert resumed.total == 12
+    assert resumed.total == 3
+
+
+def test_an_unreadable_file_drawn_every_epoch_counts_once(corrupt):
+    data = ImageDataset(fvrid.real_train_images(corrupt, 3), strict=False)
+    one_rank = SimpleNamespace(world_size=1, is_global_zero=True, current_epoch=0)
+    logged: list[float] = []
+    counter = SkippedImagesCounter()
+    for _epoch in range(3):
+        batch = {"real": default_collate([data[i] for i in range(len(data))])}
+        assert int(batch["real"]["skipped"].sum()) == 1
+        counter.on_train_batch_end(one_rank, _fake_module(logged), None, batch, 0)
+    assert logged == [1.0, 1.0, 1.0]
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from rvsl.data import fvrid
 from rvsl.data.datasets import (
@@ -19,7 +19,8 @@ from rvsl.data.datasets import (
     SyntheticPairDataset,
     TwinRetrievalDataset,
 )
-from rvsl.data.samplers import PKSampler
+from rvsl.data.loaders import RestartingLoader, ResumableLoader, SeededItems
+from rvsl.data.samplers import PKSampler, PlanSampler, ShuffleSampler
 from rvsl.data.transforms import build_eval_transform, build_train_transform
 
 # the baseline trains on the synthetic pairs only, like stage 1
@@ -45,33 +46,6 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
 
 
-class RestartingLoader:
-    """Endless iterable over a DataLoader: when a pass ends, a fresh pass starts.
-
-    Every pass re-runs the sampler and the augmentations (a new shuffle, a sampler with
-    ``set_epoch`` gets the pass number), unlike ``itertools.cycle``, which replays cached batches.
-    Deliberately has no ``len``: in a ``CombinedLoader(mode="min_size")`` the other loaders set
-    the epoch length.
-    """
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-        self.passes = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            sampler = getattr(self.loader, "sampler", None)
-            if callable(getattr(sampler, "set_epoch", None)):
-                sampler.set_epoch(self.passes)
-            self.passes += 1
-            empty = True
-            for batch in self.loader:
-                empty = False
-                yield batch
-            if empty:
-                raise RuntimeError("the cycled loader yields no batches; is its dataset too small?")
-
-
 class RVSLDataModule(pl.LightningDataModule):
     """FVRID data for one RVSL training stage, and the query/gallery test sets.
 
@@ -81,8 +55,9 @@ class RVSLDataModule(pl.LightningDataModule):
     loader while the real loader cycles with a fresh shuffle each pass. A synthetic batch is
     ``dict(clear, hazy, pid, camid, index, skipped)`` with P identities x K instances; a real
     batch is ``dict(image, pid, camid, index, path, skipped)`` where ``pid`` is a hidden label
-    the method must not use (it only drives ``real_sampling="pk"``). ``skipped`` counts
-    unreadable images replaced (``strict``), summed in the logs by ``SkippedImagesCounter``.
+    the method must not use (it only drives ``real_sampling="pk"``). ``skipped`` and
+    ``skipped_index`` mark items that replace an unreadable image (``strict``; see datasets),
+    counted once per file in the logs by ``SkippedImagesCounter``.
 
     Distributed training: build the Trainer with ``use_distributed_sampler=False``. The PK
     sampler is DDP-aware itself (world size and rank from ``self.trainer``, else 1 and 0): ranks
@@ -91,6 +66,13 @@ class RVSLDataModule(pl.LightningDataModule):
     nothing else is needed. Real batches are drawn independently per rank. Validation loaders
     are sharded with ``DistributedSampler(shuffle=False)`` when world size > 1, which pads with
     repeated images: drop repeats by the item's ``index``.
+
+    Resuming: the training loaders are :class:`ResumableLoader` (synthetic) and a
+    :class:`RestartingLoader` over one (real), whose places Lightning saves in every
+    checkpoint and restores on a mid-epoch resume; their samplers' orders are functions of
+    (seed, epoch, rank), and every item is augmented from its own seed (:class:`SeededItems`),
+    so a resumed run reads the batches, pixels included, of an uninterrupted one, with any
+    ``num_workers``. The global random states are ``LastCheckpoint``'s.
 
     Args:
         root: folder holding FVRID_syn / FVRID_clear / FVRID_real.
@@ -234,6 +216,23 @@ class RVSLDataModule(pl.LightningDataModule):
     def _epoch(self) -> int:
         return int(self.trainer.current_epoch) if self.trainer is not None else 0
 
+    def _train_loader(
+        self, dataset: Any, batch_size: int, sampler: PlanSampler, stream: int
+    ) -> ResumableLoader:
+        """A resumable loader of per-item-seeded items; its own generator draws the worker
+        base seeds, so creating its iterators leaves torch's global generator alone."""
+        rank = self._world()[1]
+        return ResumableLoader(
+            SeededItems(dataset),
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(_seed(self.seed, 3, stream, rank)),
+        )
+
     def _loader(self, dataset: Any, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
         return DataLoader(
             dataset,
@@ -246,22 +245,30 @@ class RVSLDataModule(pl.LightningDataModule):
         )
 
     # ---------------------------------------------------------------- loaders
-    def syn_dataloader(self) -> DataLoader:
+    def syn_dataloader(self) -> ResumableLoader:
         """Synthetic pairs in PK batches of ``ids_per_batch * num_instances``."""
         self._setup_train()
         world, rank = self._world()
         sampler = PKSampler(
-            self.syn_train.pids, self.num_instances, self.batch_size, self.seed, world, rank
+            self.syn_train.pids,
+            self.num_instances,
+            self.batch_size,
+            self.seed,
+            world,
+            rank,
+            item_seed=_seed(self.seed, 2, 0, rank),
         )
         sampler.set_epoch(self._epoch())
-        return self._loader(self.syn_train, self.batch_size, sampler, drop_last=True)
+        return self._train_loader(self.syn_train, self.batch_size, sampler, stream=0)
 
-    def real_dataloader(self) -> DataLoader:
+    def real_dataloader(self) -> ResumableLoader:
         """One pass over the real training images of stage 2 or 3 (uniform random by default)."""
         self._setup_train()
         if self.real_train is None:
             raise RuntimeError("stage 1 has no real training branch")
         world, rank = self._world()
+        item_seed = _seed(self.seed, 2, 1, rank)
+        sampler: PlanSampler
         if self.real_sampling == "pk":
             sampler = PKSampler(
                 self.real_train.pids,
@@ -270,16 +277,16 @@ class RVSLDataModule(pl.LightningDataModule):
                 _seed(self.seed, 1),
                 world,
                 rank,
+                item_seed=item_seed,
             )
         else:
-            generator = torch.Generator().manual_seed(_seed(self.seed, 1, rank))
-            sampler = RandomSampler(self.real_train, generator=generator)
-        return self._loader(self.real_train, self.real_batch_size, sampler, drop_last=True)
+            sampler = ShuffleSampler(len(self.real_train), _seed(self.seed, 1, rank), item_seed)
+        return self._train_loader(self.real_train, self.real_batch_size, sampler, stream=1)
 
     def train_dataloader(self) -> dict[str, DataLoader] | CombinedLoader:
         if self.train_stage == 1:
             return {"syn": self.syn_dataloader()}
-        real = RestartingLoader(self.real_dataloader())
+        real = RestartingLoader(self.real_dataloader(), epoch=self._epoch)
         return CombinedLoader({"syn": self.syn_dataloader(), "real": real}, mode="min_size")
 
     def val_dataloader(self) -> list[DataLoader]:

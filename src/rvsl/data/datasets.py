@@ -4,11 +4,12 @@ The training datasets can skip unreadable images (``strict=False``): a file that
 or decoded is logged once, remembered, and its item replaced by the next readable image of the
 same identity (else the next readable image at all), so a PK batch keeps its shape and one bad
 file never stops an epoch. Items carry ``skipped``: how many requested entries were unreadable
-and replaced to produce them (0 or 1). The warning goes through ``logging``, which reaches
-stderr from DataLoader worker processes too. Every worker holds its own copy of the dataset, so
-each worker learns (and warns about) a bad file once; the datamodule keeps its workers between
-epochs. ``strict=True`` (the default here; the datamodule passes ``data.strict``) raises on the
-first unreadable file instead, naming it.
+and replaced to produce them (0 or 1), and ``skipped_index``: that entry's index (-1: none), so
+each bad file can be counted once however often it is drawn. The warning goes through
+``logging``, which reaches stderr from DataLoader worker processes too. Every worker holds its
+own copy of the dataset, so each worker learns (and warns about) a bad file once; the
+datamodule keeps its workers between epochs. ``strict=True`` (the default here; the
+datamodule passes ``data.strict``) raises on the first unreadable file instead, naming it.
 """
 
 from __future__ import annotations
@@ -92,12 +93,12 @@ class _SkipsUnreadable(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self._try(index)
         if item is not None:
-            item["skipped"] = 0
+            item["skipped"], item["skipped_index"] = 0, -1
             return item
         for other in self._replacements(index):
             item = self._try(other)
             if item is not None:
-                item["skipped"] = 1
+                item["skipped"], item["skipped_index"] = 1, index
                 return item
         raise ImageReadError(
             f"no readable image left to replace an unreadable one: all {len(self._pids)} "

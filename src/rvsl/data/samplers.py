@@ -1,13 +1,20 @@
-"""PK identity sampling (P identities x K instances per batch), DDP-aware and deterministic."""
+"""Training samplers whose epoch order is a function of (seed, epoch): PK identity sampling
+(P identities x K instances per batch, DDP-aware) and a uniform shuffle. Both can resume a pass
+at any position, which is what makes a mid-epoch resume exact (see ``rvsl.data.loaders``).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
 
 
 def _world() -> tuple[int, int]:
@@ -16,7 +23,91 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-class PKSampler(Sampler[int]):
+class PlanSampler(Sampler[Any]):
+    """A sampler whose order for an epoch is a function of its seed and that epoch alone.
+
+    So a pass can be resumed anywhere: ``state_dict()`` is ``{"epoch", "start", "size"}``, the
+    epoch, the position (in dataset indices) at which its next pass begins, and ``len``;
+    after ``load_state_dict`` the next ``__iter__`` of that epoch yields the epoch's order from
+    ``start`` on. Only that one pass: passes after it, and a pass of another epoch, start at 0.
+
+    With ``item_seed`` set the sampler yields ``(index, seed)`` keys instead of indices, one
+    seed per position of the epoch's order, drawn from ``(item_seed, epoch)``: a dataset
+    wrapped in ``rvsl.data.loaders.SeededItems`` augments each item from its own seed, the same
+    in any worker process and after a resume.
+
+    Subclasses set ``seed``, ``item_seed`` and ``epoch`` and implement :meth:`order`.
+    """
+
+    seed: int
+    item_seed: int | None
+    epoch: int
+    _pending: tuple[int, int] | None = None  # (epoch, start) from load_state_dict
+
+    def order(self) -> np.ndarray:
+        """The dataset indices of one whole pass over this epoch, in order."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle: the order is a function of ``seed`` and ``epoch``."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        pending = self._pending
+        start = pending[1] if pending is not None and pending[0] == self.epoch else 0
+        return {"epoch": self.epoch, "start": start, "size": len(self)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Set the epoch and where its next pass begins (``size`` must match this sampler's)."""
+        self.epoch = int(state["epoch"])
+        start, size = int(state.get("start", 0)), int(state.get("size", len(self)))
+        if size != len(self) or not 0 <= start <= size:
+            log.warning(
+                "the saved sampler position (%d of %d) does not fit this sampler (%d indices "
+                "per epoch): were the data settings changed? Epoch %d restarts from its "
+                "beginning",
+                start,
+                size,
+                len(self),
+                self.epoch,
+            )
+            start = 0
+        self._pending = (self.epoch, start)
+
+    def __iter__(self) -> Iterator[Any]:
+        pending, self._pending = self._pending, None
+        start = pending[1] if pending is not None and pending[0] == self.epoch else 0
+        indices = self.order()
+        if self.item_seed is None:
+            return iter(indices[start:].tolist())
+        seeds = np.random.default_rng([self.item_seed, self.epoch]).integers(
+            0, 2**63, size=len(indices)
+        )
+        return zip(indices[start:].tolist(), seeds[start:].tolist(), strict=True)
+
+
+class ShuffleSampler(PlanSampler):
+    """Every index once per epoch, in a uniformly random order drawn from ``(seed, epoch)``.
+
+    Like ``RandomSampler`` with a generator, but resumable (see :class:`PlanSampler`).
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, item_seed: int | None = None) -> None:
+        if num_items < 1:
+            raise ValueError(f"ShuffleSampler needs at least one item, got {num_items}")
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.item_seed = item_seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+
+
+class PKSampler(PlanSampler):
     """Yield dataset indices so that every ``batch_size`` block is P identities x K instances.
 
     Each identity is cut into chunks of K of its images (shuffled each epoch); an identity with
@@ -40,6 +131,7 @@ class PKSampler(Sampler[int]):
         num_replicas, rank: DDP world size and this rank; default from torch.distributed, else
             1 and 0.
         drop_last: see above.
+        item_seed: None (yield indices) or the seed of the per-item seeds (yield keys).
     """
 
     def __init__(
@@ -51,6 +143,7 @@ class PKSampler(Sampler[int]):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = True,
+        item_seed: int | None = None,
     ) -> None:
         if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
             raise ValueError(
@@ -67,6 +160,7 @@ class PKSampler(Sampler[int]):
         self.ids_per_batch = batch_size // num_instances
         self.seed = int(seed)
         self.drop_last = drop_last
+        self.item_seed = item_seed
         self.epoch = 0
 
         labels = np.asarray(pids, dtype=np.int64)
@@ -101,10 +195,6 @@ class PKSampler(Sampler[int]):
             floor_steps = int(steps[slack >= 0].max())
             left = int(slack[floor_steps - 1])
         return floor_steps + int(not self.drop_last and left > 0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle: the plan is a function of ``seed + epoch``."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.num_steps * self.batch_size
@@ -142,5 +232,5 @@ class PKSampler(Sampler[int]):
         within = (chunk[..., None] * K + np.arange(K)) % self._counts[ident][..., None]
         return shuffled[self._offsets[ident][..., None] + within]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.plan().reshape(-1).tolist())
+    def order(self) -> np.ndarray:
+        return self.plan().reshape(-1)

@@ -14,9 +14,9 @@ import csv
 import logging
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytorch_lightning as pl
 import torch
@@ -26,6 +26,9 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from rvsl.engine.disk import disk_full_names
+from rvsl.engine.rng_state import collect_rng_states, restore_rng_states
 
 log = logging.getLogger(__name__)
 _TMP_INFIX = ".tmp-"
@@ -63,27 +66,35 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to ``.<name>.tmp-<pid>`` in the target's folder, fsync, then rename.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """``write(handle)`` to ``.<name>.tmp-<pid>`` in the target's folder, fsync, then rename.
 
     ``os.replace`` within one folder is atomic on POSIX: readers see the old file or the new
-    one, never a partial one. (Lightning's own save goes through an fsspec transaction whose
-    temporary file lives in /tmp, and across filesystems that final move is a copy.)
+    one, never a partial one. A full disk (or quota) raises ``DiskFullError`` naming
+    ``path``; the previous file is kept and the temporary one removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk_full_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        tmp = _temp_path(path)
+        try:
+            with open(tmp, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     _fsync_dir(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` through :func:`atomic_write`. (Lightning's own save goes through an fsspec
+    transaction whose temporary file lives in /tmp, and across filesystems that final move is a
+    copy.)"""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -133,19 +144,16 @@ class LastCheckpoint(Checkpoint):
     the saved scheduler state includes that epoch's step. The best checkpoint by mAP stays
     ``ModelCheckpoint``'s (with ``save_last: false``: one writer per file).
 
-    Resuming from a mid-epoch save (Lightning 2.6, samplers without ``state_dict``):
+    Resuming from any save continues as the uninterrupted run would have:
 
     * global step, epoch, batch index, optimizer and scheduler states, image pools, the
       best-checkpoint bookkeeping and this callback's batch count continue from the file;
-    * the epoch ends after the right number of batches: the ``N - k`` still due of ``N``;
-    * but the train loader starts a fresh pass over the same epoch's PK plan (same sampler
-      seed and epoch), so those ``N - k`` batches are the FIRST ``N - k`` of that plan: the
-      ``k`` batches before the kill are seen twice and the last ``k`` not at all in that epoch
-      (stages 2-3: the endless real-image loader restarts its shuffle from its first pass).
-      Later epochs draw the same synthetic batches as an uninterrupted run. Lightning warns
-      "not resumable" on such a resume;
-    * the random number generators are not saved (the seed is set afresh): augmentations and
-      image-pool draws after a resume differ from an uninterrupted run's.
+    * the training loaders continue their passes at the next batch: Lightning saves and
+      restores their places (``rvsl.data.loaders``), and augmentations are seeded per item, so
+      the batches after a resume, pixels included, are the uninterrupted run's;
+    * every checkpoint carries the global random states (torch, CUDA, numpy, python;
+      ``rng_states``, see ``rvsl.engine.rng_state``), set again when training starts, so
+      image-pool draws continue too.
 
     A save is skipped on the last batch of an epoch: Lightning would resume from it as if the
     epoch had ended, skipping that epoch's validation and scheduler step. The epoch-end save
@@ -171,6 +179,7 @@ class LastCheckpoint(Checkpoint):
         self.last_model_path = ""  # where the newest save is (read by error messages)
         self._saved_at: tuple[int, int] | None = None  # (global step, batches) of the last save
         self._resumed = False
+        self._rng_states: dict[str, Any] | None = None  # from the checkpoint resumed
 
     @property
     def path(self) -> str:
@@ -186,7 +195,23 @@ class LastCheckpoint(Checkpoint):
         if os.path.isfile(self.path):
             self.last_model_path = self.path
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Every checkpoint (this callback's or another's) gets the global random states."""
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Keep the saved random states; they are set when training starts, after the set-up
+        that would otherwise draw from them."""
+        self._rng_states = checkpoint.get("rng_states")
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._rng_states is not None:
+            restore_rng_states(self._rng_states)
+            self._rng_states = None
         if self._resumed and trainer.is_global_zero:
             log.info(
                 "resumed at epoch %d, global step %d (%d training batches done)",

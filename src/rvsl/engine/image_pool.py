@@ -52,8 +52,13 @@ class ImagePool(nn.Module):
             slots = torch.randint(0, self.size, (rest.shape[0],), device=device)
             swap_idx = swap.nonzero().squeeze(1)
             if swap_idx.numel():
-                out[n_fill + swap_idx] = self.images[slots[swap_idx]]
-                self.images[slots[swap_idx]] = rest[swap_idx].to(self.images.dtype)
+                chosen = slots[swap_idx]
+                out[n_fill + swap_idx] = self.images[chosen]
+                # one write per slot, the batch's later image: an indexed write with repeated
+                # indices keeps an arbitrary one (or a mix of them, across threads)
+                repeated = torch.triu(chosen[:, None] == chosen[None, :], diagonal=1).any(dim=1)
+                keep = swap_idx[~repeated]
+                self.images[slots[keep]] = rest[keep].to(self.images.dtype)
         return out
 
     def get_extra_state(self) -> dict[str, Any]:
