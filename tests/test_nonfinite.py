@@ -17,6 +17,7 @@ from omegaconf import open_dict
 
 from rvsl.engine import recipes
 from rvsl.engine.module import NonFiniteLossError, RVSLModule
+from rvsl.engine.train import build_trainer
 
 PARTS = ("net", "disc_clear", "disc_hazy")
 
@@ -30,7 +31,7 @@ def _tiny(compose_train, **model_kwargs):
 
 
 def _fit(cfg, model, datamodule, max_steps, callbacks=(), checkpointing=False):
-    trainer = hydra.utils.instantiate(
+    trainer = build_trainer(
         cfg.trainer,
         max_steps=max_steps,
         limit_val_batches=0,

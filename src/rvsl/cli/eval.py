@@ -10,11 +10,13 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rvsl.data.check import evaluation_folders, require_valid_dataset
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.data.fvrid import TEST_SETS
+from rvsl.engine.disk import DiskFullError
 from rvsl.engine.evaluate import (
     EvalOptions,
     EvaluationError,
@@ -22,6 +24,8 @@ from rvsl.engine.evaluate import (
     log_results,
     results_table,
 )
+from rvsl.engine.preflight import image_size_problem
+from rvsl.engine.run_folder import claim_features_file, claim_run_folder
 from rvsl.engine.train import RunConfigError, instantiate_group
 from rvsl.inference import Reidentifier
 from rvsl.models.checkpoint import CheckpointError
@@ -65,9 +69,19 @@ def prepare_data(cfg: DictConfig, names: list[str]) -> RVSLDataModule:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, evaluate, write ``results.json`` / ``results.md`` into the run folder."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise RunConfigError(
+            "checkpoint= is required: the file to evaluate, e.g. rvsl-eval "
+            "checkpoint=outputs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    problem = image_size_problem(cfg.data.image_size)
+    if problem:
+        raise RunConfigError(problem)
     checkpoint = Path(cfg.checkpoint)
     if not checkpoint.is_file():
         raise RunConfigError(f"checkpoint={cfg.checkpoint}: no such file")
+    if cfg.get("export_features"):
+        claim_features_file(cfg.export_features)  # before the work, not after it
     options = EvalOptions(**OmegaConf.to_container(cfg.eval, resolve=True))
     device = pick_device(cfg.device)
     names = parse_test_set(cfg.test_set)
@@ -105,8 +119,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="pkg://rvsl.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
+        own_log = f"{HydraConfig.get().job.name}.log"
+        claim_run_folder(cfg.paths.output_dir, "rvsl-eval", own=(own_log,))
         run(cfg)
-    except (RunConfigError, CheckpointError, EvaluationError) as err:
+    except (RunConfigError, CheckpointError, EvaluationError, DiskFullError) as err:
         log.error("rvsl-eval: %s", err)
         sys.exit(2)
 

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rvsl.engine.preflight import image_size_problem
 from rvsl.export import (
     BRANCHES,
     DEFAULT_OPSET,
@@ -60,6 +61,9 @@ def _image_size(text: str) -> tuple[int, int]:
         sizes = []
     if len(sizes) not in (1, 2) or min(sizes) < 1:
         raise UsageError(f"image_size must be a positive integer N or [H,W], got {text!r}")
+    problem = image_size_problem((sizes[0], sizes[-1]), setting="image_size")
+    if problem:
+        raise UsageError(problem)
     return (sizes[0], sizes[-1])
 
 

@@ -13,7 +13,10 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from rvsl.engine.chain import run
+from rvsl.engine.disk import DiskFullError
 from rvsl.engine.module import NonFiniteLossError
+from rvsl.engine.preflight import RESUME_KEYS
+from rvsl.engine.run_folder import claim_run_folder
 from rvsl.engine.train import RunConfigError
 from rvsl.models.checkpoint import CheckpointError
 
@@ -23,9 +26,15 @@ log = logging.getLogger("rvsl-train")
 @hydra.main(version_base="1.3", config_path="pkg://rvsl.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
+        own_log = f"{HydraConfig.get().job.name}.log"
+        claim_run_folder(cfg.paths.output_dir, "rvsl-train", own=(own_log,))
         metrics = run(cfg)
     except (RunConfigError, CheckpointError, NonFiniteLossError) as err:
         log.error("rvsl-train: %s", err)  # to the console and the run folder's log
+        sys.exit(2)
+    except DiskFullError as err:  # the checkpoint or picture being written was not kept
+        logging.raiseExceptions = False  # the log file may not take this line: no traceback
+        log.error("rvsl-train: %s", err)
         sys.exit(2)
     except SIGTERMException:  # pre-empted: LastCheckpoint saved last.ckpt on the way out
         if rank_zero_only.rank == 0:  # DDP: every process gets here
@@ -37,8 +46,7 @@ def main(cfg: DictConfig) -> float | None:
 def resume_command() -> str:
     """This command again, continuing in the same run folder from its ``last.ckpt``."""
     hydra_cfg = HydraConfig.get()
-    own = ("ckpt_path=", "hydra.run.dir=")
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(own)]
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(RESUME_KEYS)]
     overrides += ["ckpt_path=last", f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
     return shlex.join(["rvsl-train", *overrides])
 

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from rvsl.engine.checkpointing import atomic_write
+
 GREEN = (0.1, 0.8, 0.1)
 RED = (0.9, 0.1, 0.1)
 GREY = (0.6, 0.6, 0.6)
@@ -20,9 +22,10 @@ def to_uint8(grid: torch.Tensor) -> np.ndarray:
 
 
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
+    """Write ``picture`` as a PNG, atomically: a kill or a full disk (``DiskFullError`` naming
+    ``path``) leaves the previous picture whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(path)
+    atomic_write(path, lambda handle: Image.fromarray(picture).save(handle, format="PNG"))
     return path
 
 

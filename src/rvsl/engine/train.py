@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,24 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
 from rvsl.engine.checkpointing import keep_csv_history
+from rvsl.engine.disk import naming_last_good_checkpoint
 from rvsl.engine.module import SCRATCH
+from rvsl.engine.preflight import (
+    RunConfigError,
+    check_resume_checkpoint,
+    check_settings,
+    run_overrides,
+    same_run,
+    warn_about_data,
+)
 from rvsl.engine.report import stage_report
+from rvsl.engine.requeue import requeue_on_signal, resume_on_restart
 from rvsl.metrics.restoration import check_restoration
 from rvsl.models.pretrained import IBN_RELEASE_FILES
 
 log = logging.getLogger(__name__)
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder; LastCheckpoint writes it
 DEMO_DATA = "rvsl.data.demo.demo_datamodule"  # the generated world trains from scratch
-
-
-class RunConfigError(ValueError):
-    """A configuration that cannot train; raised before any work starts, with the setting named."""
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -41,19 +48,25 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     ]
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+def resolve_ckpt_path(
+    ckpt_path: str | None,
+    output_dir: str,
+    overrides: Sequence[str] = (),
+    task: str | None = None,
+) -> str | None:
     """The checkpoint to resume from; a missing one is an error that says where it looked.
 
     ``last``: this run folder's ``checkpoints/last.ckpt`` (the resumed command must reuse the
     interrupted run's folder: ``hydra.run.dir=OLD_RUN``); a folder: that run folder's
     ``checkpoints/last.ckpt`` (training then continues in the new run folder); else a file.
+    ``overrides`` and ``task`` (this run's) pick the run folder the error suggests.
     """
     if ckpt_path is None:
         return None
     if str(ckpt_path) == "last":
         path = Path(output_dir) / LAST_CKPT
         if not path.is_file():
-            raise RunConfigError(_no_last_checkpoint(path, Path(output_dir)))
+            raise RunConfigError(_no_last_checkpoint(path, Path(output_dir), overrides, task))
         return str(path)
     path = Path(ckpt_path)
     if path.is_dir():  # a run folder
@@ -74,9 +87,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
-def _no_last_checkpoint(path: Path, output_dir: Path) -> str:
+def _no_last_checkpoint(
+    path: Path, output_dir: Path, overrides: Sequence[str], task: str | None
+) -> str:
     """Where ``ckpt_path=last`` looked, how to point it at the interrupted run, and the newest
-    run folder beside this one that has a ``last.ckpt``."""
+    run folder beside this one that has a ``last.ckpt`` and was started with the same
+    overrides for the same task."""
     message = (
         f"ckpt_path=last: no checkpoint at {path}. A resumed run must reuse the interrupted "
         "run's folder (every new run gets a new timestamped one): add "
@@ -85,7 +101,7 @@ def _no_last_checkpoint(path: Path, output_dir: Path) -> str:
     siblings = [
         d / LAST_CKPT
         for d in (output_dir.parent.iterdir() if output_dir.parent.is_dir() else [])
-        if d != output_dir and (d / LAST_CKPT).is_file()
+        if d != output_dir and (d / LAST_CKPT).is_file() and same_run(d, overrides, task)
     ]
     if siblings:
         newest = max(siblings, key=lambda p: p.stat().st_mtime).parent.parent
@@ -238,10 +254,27 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     return hydra.utils.instantiate(trainer_cfg, **kwargs)
 
 
+def checkpoint_folders(cfg: DictConfig) -> list[Path]:
+    """Where this run writes checkpoints (the checkpoint callbacks' ``dirpath``)."""
+    keys = ("callbacks.model_checkpoint.dirpath", "callbacks.last_checkpoint.dirpath")
+    found = {str(OmegaConf.select(cfg, key, default="") or "") for key in keys} - {""}
+    return sorted(Path(f) for f in found) or [Path(cfg.paths.output_dir) / LAST_CKPT.parent]
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``)."""
+    """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``).
+
+    A full disk ends it with ``DiskFullError`` naming the file and the last good checkpoint.
+    """
+    with naming_last_good_checkpoint(checkpoint_folders(cfg)):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
+    """:func:`train` itself: every check first, then the fit and the stage report."""
     pl.seed_everything(cfg.seed, workers=True)
     refuse_local_ddp_sweep(cfg.trainer)
+    check_settings(cfg)
     check_initialisation(cfg)
     try:
         check_restoration(cfg.get("restoration_metrics", "standard"), "restoration_metrics")
@@ -249,13 +282,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise RunConfigError(str(err)) from None
     datamodule = prepare_data(cfg)
     check_scale(cfg.trainer, datamodule)
+    warn_about_data(cfg, datamodule)
     with open_dict(cfg):
         cfg.model.num_classes = datamodule.num_classes
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    ckpt_path = resume_on_restart(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / LAST_CKPT)
+    ckpt_path = resolve_ckpt_path(
+        ckpt_path, cfg.paths.output_dir, run_overrides(), cfg.get("task_name")
+    )
     try:
         model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"model: {err.__cause__ or err}") from err
+    if ckpt_path is not None:
+        check_resume_checkpoint(ckpt_path, model)
     trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_group(cfg.get("callbacks")),
@@ -271,7 +310,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
     # weights_only: a resumed checkpoint is an external file too; ours hold only plain data
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with requeue_on_signal():  # Slurm's time-limit warning: save last.ckpt, requeue
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the best-by-mAP one; LastCheckpoint is a Checkpoint too (and has no best model)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)

@@ -1,0 +1,263 @@
+"""Checks a run makes before any work: a setting that cannot train stops it with one sentence
+naming the setting (:class:`RunConfigError`); one that trains badly gets a warning.
+
+Image sizes follow from the network (found by running it): the InstanceNorm half of every
+ResNet-IBN-a block in layer3 sees the image at 1/16 (``ceil``) and needs at least 2 positions;
+the PatchGAN discriminators halve the image four times (``floor``) and normalise that map too.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted
+
+if TYPE_CHECKING:  # rvsl-export checks sizes without loading Lightning
+    import pytorch_lightning as pl
+
+log = logging.getLogger(__name__)
+#: overrides that say where a run lives and what it resumes, not what it trains
+RESUME_KEYS = ("ckpt_path=", "hydra.run.dir=")
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class RunConfigError(ValueError):
+    """A configuration that cannot train; raised before any work starts, with the setting named."""
+
+
+# ------------------------------------------------------------------------------ image size
+def image_size_problem(
+    size: Sequence[int], setting: str = "data.image_size", discriminators: bool = False
+) -> str | None:
+    """Why ``size`` (H, W) cannot go through the network, or None when it can.
+
+    ``discriminators``: the run trains the PatchGAN discriminators too (every stage but the
+    baseline), which need more than the encoders, trunk and generators.
+    """
+    if len(size) != 2:
+        return f"{setting}={list(size)}: give the image size as [H,W]"
+    height, width = (int(s) for s in size)
+    shown = f"{setting}=[{height},{width}]"
+    if height < 1 or width < 1:
+        return f"{shown}: image sizes must be positive (height and width in pixels)"
+    if _fits(height, width, discriminators):
+        return None
+    side = smallest_square_size(discriminators)
+    if discriminators:
+        return (
+            f"{shown} is too small for the PatchGAN discriminators of this stage: they halve the "
+            "image 4 times and InstanceNorm needs at least 2 positions of that map, "
+            f"floor(H/16) x floor(W/16) >= 2; the smallest sizes are [{side},{side}], [16,32] "
+            "and [32,16]"
+        )
+    return (
+        f"{shown} is too small for the network: the InstanceNorm layers of its ResNet-IBN-a "
+        "layer3 see the image at 1/16 size and need at least 2 positions, "
+        f"ceil(H/16) x ceil(W/16) >= 2; the smallest sizes are [{side},{side}], [16,17] and "
+        "[17,16]"
+    )
+
+
+def _fits(height: int, width: int, discriminators: bool) -> bool:
+    if discriminators:
+        return (height // 16) * (width // 16) >= 2
+    return math.ceil(height / 16) * math.ceil(width / 16) >= 2
+
+
+def smallest_square_size(discriminators: bool = False) -> int:
+    """The smallest N for which [N, N] passes :func:`image_size_problem`."""
+    return next(n for n in range(1, 1024) if _fits(n, n, discriminators))
+
+
+# ------------------------------------------------------------------------------ settings
+def _number(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Settings that cannot train, checked from the config alone (before the data is read)."""
+    from rvsl.engine.module import STAGE_DISCRIMINATORS
+
+    stage = str(cfg.model.get("stage", cfg.get("stage")))
+    size = cfg.data.get("image_size")
+    if size is not None:
+        problem = image_size_problem(size, discriminators=bool(STAGE_DISCRIMINATORS.get(stage)))
+        if problem:
+            raise RunConfigError(problem)
+    for key in ("model.optimizer.lr", "model.disc_optimizer.lr"):
+        lr = _number(cfg, key)
+        if isinstance(lr, int | float) and lr <= 0:
+            raise RunConfigError(f"{key}={lr}: a learning rate must be > 0 (the paper's: 1e-4)")
+    workers = _number(cfg, "data.num_workers")
+    if isinstance(workers, int) and workers < 0:
+        raise RunConfigError(
+            f"data.num_workers={workers}: must be 0 (load in the training process) or more"
+        )
+    epochs, steps = _number(cfg, "trainer.max_epochs"), _number(cfg, "trainer.max_steps")
+    if isinstance(epochs, int) and (epochs == 0 or epochs < -1):
+        raise RunConfigError(
+            f"trainer.max_epochs={epochs} trains nothing: give 1 or more (-1: no limit, then "
+            "trainer.max_steps ends the run)"
+        )
+    if isinstance(steps, int) and (steps == 0 or steps < -1):
+        raise RunConfigError(f"trainer.max_steps={steps} trains nothing: give 1 or more (-1: none)")
+    if _number(cfg, "trainer.limit_train_batches") == 0:
+        raise RunConfigError("trainer.limit_train_batches=0 trains nothing: leave it unset")
+
+
+def warn_about_data(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Warnings that need the parsed data: repeated images in PK batches, truncated galleries."""
+    train_set = getattr(datamodule, "syn_train", None)
+    k = getattr(datamodule, "num_instances", None)
+    if train_set is not None and k:
+        counts = sorted(Counter(train_set.pids).values())
+        short = sum(c < k for c in counts)
+        if short * 2 > len(counts):
+            log.warning(
+                "data.num_instances=%d but %d of the %d training identities have fewer images "
+                "(median %d, fewest %d): the PK sampler repeats their images to fill %d per "
+                "identity, so batches hold duplicates; lower data.num_instances",
+                k,
+                short,
+                len(counts),
+                counts[len(counts) // 2],
+                counts[0],
+                k,
+            )
+    limit = _number(cfg, "trainer.limit_val_batches")
+    sets = getattr(datamodule, "val_sets", None) or []
+    batch = int(getattr(datamodule, "eval_batch_size", 1) or 1)
+    if limit is None or not sets or limit == 0:  # 0: Lightning skips validation altogether
+        return
+    cut = []
+    for name, dataset in zip(datamodule.val_set_names, sets, strict=False):
+        total = math.ceil(len(dataset) / batch)
+        kept = min(total, limit) if isinstance(limit, int) else int(total * float(limit))
+        if kept < total:
+            cut.append(f"{name} {min(len(dataset), kept * batch)} of {len(dataset)} images")
+    if cut:
+        log.warning(
+            "trainer.limit_val_batches=%s validates only the first batches of each test set "
+            "(queries first, then the gallery): %s; the gallery is truncated, so mAP and rank-1 "
+            "are not comparable with a full evaluation",
+            limit,
+            ", ".join(cut),
+        )
+
+
+# ------------------------------------------------------------------------------ resuming
+def check_resume_checkpoint(path: str, model: pl.LightningModule) -> None:
+    """``ckpt_path``'s file, read through the same safe loader as ``init_from``: a training
+    checkpoint of this stage whose weights fit ``model``. Lightning reads it afterwards."""
+    try:
+        ckpt = load_untrusted(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"ckpt_path={err}") from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"ckpt_path={path}: not a checkpoint of rvsl-train (no state_dict)")
+    if "optimizer_states" not in ckpt or "loops" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={path}: holds weights but no training state to resume (optimizers, "
+            f"epoch, step); to start a new run from these weights use init_from={path}"
+        )
+    saved = (ckpt.get("hyper_parameters") or {}).get("stage")
+    stage = getattr(model, "stage", None)
+    if saved is not None and stage is not None and saved != stage:
+        raise CheckpointError(
+            f"ckpt_path={path}: saved by a stage={saved} run, and resuming continues the same "
+            f"stage; to start stage={stage} from it use init_from={path}"
+        )
+    own = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+    ]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected:
+        raise CheckpointError(
+            f"ckpt_path={path}: its weights do not fit this run's network; wrong shapes: "
+            f"{_short(wrong, 3)}; missing: {_short(missing, 3)}; unexpected: "
+            f"{_short(unexpected, 3)}"
+        )
+
+
+def run_overrides() -> list[str]:
+    """This run's command-line overrides, less where it runs and what it resumes."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task if not o.startswith(RESUME_KEYS)]
+
+
+def same_run(folder: Path, overrides: Sequence[str], task: str | None) -> bool:
+    """Whether the run folder ``folder`` was started with ``overrides`` (order aside, resume
+    keys left out) and, when ``task`` is given, for that task (its ``.hydra`` files say)."""
+    try:
+        theirs = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+        if task is not None:
+            config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+            if config.get("task_name") != task:
+                return False
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False
+    theirs = [str(o) for o in theirs if not str(o).startswith(RESUME_KEYS)]
+    return sorted(theirs) == sorted(overrides)
+
+
+# ------------------------------------------------------------------------------ run folder
+class RunFolderCheck(Callback):
+    """Hydra callback: make the run (or sweep) folder first, so that one that cannot be made
+    (a file in the way, a read-only parent) stops the command with one sentence and exit code
+    2 instead of Hydra's traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _make_folder(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _make_folder(config, "hydra.sweep.dir")
+
+
+def _make_folder(config: DictConfig, key: str) -> None:
+    folder = Path(str(OmegaConf.select(config, key)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    except OSError as err:
+        reason = _why_not(folder, err)
+    prog = f"rvsl-{OmegaConf.select(config, 'hydra.job.name', default='train')}"
+    print(
+        f"{prog}: cannot create the run folder {folder} ({key}): {reason}; choose another with "
+        f"{key}=... or RVSL_LOG_DIR=...",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+
+def _why_not(folder: Path, err: OSError) -> str:
+    """The first path on the way to ``folder`` that blocks it, and how."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a folder"
+        if not part.exists():
+            parent = part.parent
+            if not os.access(parent, os.W_OK | os.X_OK) or err.errno in _DENIED:
+                return f"{parent} is not writable ({err.strerror})"
+            break
+    return err.strerror or str(err)
