@@ -379,6 +379,17 @@ def test_a_run_folder_behind_a_file_stops_rvsl_train_with_one_sentence(tmp_path)
     assert f"{tmp_path}/file is a file, not a folder" in output and "Traceback" not in output
 
 
+def test_the_default_run_folder_is_checked_too(tmp_path):
+    (tmp_path / "outputs").write_text("in the way")  # the default log_dir is ./outputs
+    env = {k: v for k, v in os.environ.items() if k != "RVSL_LOG_DIR"}
+    result = subprocess.run(
+        [BIN / "rvsl-train"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert f"{tmp_path}/outputs is a file, not a folder" in output and "Traceback" not in output
+
+
 def test_a_read_only_parent_of_the_run_folder_is_named(tmp_path, monkeypatch, capsys):
     from omegaconf import OmegaConf
 

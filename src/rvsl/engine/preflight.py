@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+from hydra.conf import HydraConf
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -199,8 +201,6 @@ def check_resume_checkpoint(path: str, model: pl.LightningModule) -> None:
 
 def run_overrides() -> list[str]:
     """This run's command-line overrides, less where it runs and what it resumes."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return []
     return [str(o) for o in HydraConfig.get().overrides.task if not o.startswith(RESUME_KEYS)]
@@ -235,6 +235,9 @@ class RunFolderCheck(Callback):
 
 
 def _make_folder(config: DictConfig, key: str) -> None:
+    if OmegaConf.get_type(config, "hydra") is HydraConf:  # a real run's config (not a test's)
+        # as Hydra's run_job does before it reads the folder: ${hydra:runtime.cwd} needs it
+        HydraConfig.instance().set_config(config)
     folder = Path(str(OmegaConf.select(config, key)))
     try:
         folder.mkdir(parents=True, exist_ok=True)
