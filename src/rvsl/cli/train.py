@@ -40,7 +40,13 @@ def main(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:  # DDP: every process gets here
             log.warning("rvsl-train: pre-empted (SIGTERM); resume with: %s", resume_command())
         sys.exit(143)  # 128 + SIGTERM, as if the signal had killed the process
-    return float(metrics.get("best_model_score") or 0.0)  # sweeps maximise it; 0.0: no best ckpt
+    return objective(metrics)
+
+
+def objective(metrics: dict) -> float:
+    """What a sweep maximises: the selected checkpoint's hazy mAP on VAL, held-out training
+    identities (``best_model_score``), never a test set's; 0.0 without one."""
+    return float(metrics.get("best_model_score") or 0.0)
 
 
 def resume_command() -> str:

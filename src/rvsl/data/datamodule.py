@@ -41,6 +41,49 @@ def parse_stage(stage: int | str) -> int:
     return int(stage)
 
 
+def check_test_sets(names: Sequence[str]) -> list[str]:
+    """``data.test_sets`` in upper case; a name that is not a per-epoch test set is an error."""
+    upper = [name.upper() for name in names]
+    final_only = [n for n in upper if n in fvrid.FINAL_ONLY_TEST_SETS]
+    if final_only:
+        raise ValueError(
+            f"data.test_sets: {final_only} are held out for the evaluation after fitting, never "
+            "validated per epoch; list them in data.final_test_sets"
+        )
+    unknown = [n for n in upper if n not in fvrid.TEST_SETS]
+    if unknown:
+        raise ValueError(f"unknown test sets {unknown}; expected names from {fvrid.TEST_SETS}")
+    return upper
+
+
+def check_final_test_sets(names: Sequence[str], test_sets: Sequence[str]) -> list[str]:
+    """``data.final_test_sets`` in upper case: known names, none validated per epoch already."""
+    upper = [name.upper() for name in names]
+    known = fvrid.TEST_SETS | fvrid.FINAL_ONLY_TEST_SETS
+    unknown = [n for n in upper if n not in known]
+    if unknown:
+        raise ValueError(
+            f"data.final_test_sets: unknown test sets {unknown}; expected names from {list(known)}"
+        )
+    twice = [n for n in upper if n in test_sets]
+    if twice:
+        raise ValueError(
+            f"data.final_test_sets: {twice} are in data.test_sets already (validated every epoch)"
+        )
+    return upper
+
+
+def require_final_test_set(root: Path, name: str) -> None:
+    """A missing folder of a requested final test set, named in one sentence."""
+    missing = [str(f) for f in fvrid.test_set_folders(root, name) if not f.is_dir()]
+    if missing:
+        verb = "does" if len(missing) == 1 else "do"
+        raise FileNotFoundError(
+            f"data.final_test_sets asks for {name}, but {' and '.join(missing)} {verb} not exist; "
+            f"write that test set under data.root or remove {name} from data.final_test_sets"
+        )
+
+
 def _seed(*parts: int) -> int:
     """A generator seed derived from several integers (independent streams per purpose/rank)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
@@ -82,7 +125,13 @@ class RVSLDataModule(pl.LightningDataModule):
         batch_size: synthetic pairs per batch and rank, P identities x K instances.
         real_batch_size: images per real batch, per rank (a multiple of K when real_sampling="pk").
         real_sampling: "random" (uniform, default) or "pk" (groups by the hidden labels).
-        test_sets: names among SYN, REAL_CLEAR, REAL_FOGGY; one val loader each, in order.
+        test_sets: names among SYN, REAL_CLEAR, REAL_FOGGY; one val loader each, in order,
+            evaluated at every validation epoch (curves; never used to select a model).
+        val_identities: N > 0 holds N synthetic training identities out of training (the same
+            ones in every stage, drawn from ``seed``) and validates on their hazy twins as the
+            first val set, ``VAL`` (see ``fvrid.split_syn_train``); 0: no validation split.
+        final_test_sets: sets evaluated only after fitting (:meth:`add_final_test_sets`),
+            never per epoch: the optional REAL_HELDOUT, or any of the test sets above.
         num_workers, pin_memory: DataLoader settings.
         seed: seeds the samplers (same on all ranks).
         eval_batch_size: batch size of the val/test loaders.
@@ -123,6 +172,8 @@ class RVSLDataModule(pl.LightningDataModule):
         scale_jitter: str = "shared",
         strict: bool = False,
         syn_clear_input: str = "hazy",
+        val_identities: int = 0,
+        final_test_sets: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -141,10 +192,13 @@ class RVSLDataModule(pl.LightningDataModule):
                 f"real_batch_size ({real_batch_size}) must be a multiple of num_instances "
                 f"({num_instances}) when real_sampling='pk'"
             )
-        self.val_set_names = [name.upper() for name in test_sets]
-        unknown = [n for n in self.val_set_names if n not in fvrid.TEST_SETS]
-        if unknown:
-            raise ValueError(f"unknown test sets {unknown}; expected names from {fvrid.TEST_SETS}")
+        self.test_set_names = check_test_sets(test_sets)
+        self.final_test_set_names = check_final_test_sets(final_test_sets, self.test_set_names)
+        if int(val_identities) < 0:
+            raise ValueError(f"data.val_identities={val_identities}: give 0 (none) or more")
+        self.val_identities = int(val_identities)
+        #: the sets validated now, in loader order: VAL first, then the test sets
+        self.val_set_names = [fvrid.VAL_SET] * bool(self.val_identities) + self.test_set_names
         if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
             raise ValueError(
                 f"data.batch_size ({batch_size}) must be a positive multiple of "
@@ -175,27 +229,57 @@ class RVSLDataModule(pl.LightningDataModule):
         self.eval_transform = build_eval_transform(self.image_size, normalize=normalize)
         self.save_hyperparameters()
 
+        self.syn_split: fvrid.SyntheticSplit | None = None
         self.syn_train: SyntheticPairDataset | None = None
         self.real_train: ImageDataset | None = None
-        self.val_sets: list[RetrievalDataset] | None = None
+        self.val_sets: list[RetrievalDataset] | None = None  # one per val_set_names
+        self._eval_sets: dict[str, RetrievalDataset] = {}
 
     # ---------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
         """Parse the folders this run needs (``stage`` is Lightning's: fit / validate / test)."""
         if stage in (None, "fit"):
             self._setup_train()
-        if self.val_sets is None:
-            self.val_sets = [self._val_set(name) for name in self.val_set_names]
+            self.require_final_test_sets()
+            for name in self.final_test_set_names:  # parsed now: bad names fail before training
+                self._eval_set(name)
+        self.val_sets = [self._eval_set(name) for name in self.val_set_names]
 
-    def _val_set(self, name: str) -> RetrievalDataset:
-        """One test set; SYN's items carry the clear twins when ``syn_clear_input="clear"``."""
+    def require_final_test_sets(self) -> None:
+        """Every folder of ``final_test_sets``, or a FileNotFoundError naming the missing one."""
+        for name in self.final_test_set_names:
+            require_final_test_set(self.root, name)
+
+    def add_final_test_sets(self) -> None:
+        """Validate on ``final_test_sets`` too from now on: for the evaluation after fitting."""
+        self.val_set_names += [n for n in self.final_test_set_names if n not in self.val_set_names]
+        self.val_sets = None
+
+    def _eval_set(self, name: str) -> RetrievalDataset:
+        """One val set, parsed once: VAL, a test set, or a final test set."""
+        if name not in self._eval_sets:
+            self._eval_sets[name] = self._read_eval_set(name)
+        return self._eval_sets[name]
+
+    def _read_eval_set(self, name: str) -> RetrievalDataset:
+        """SYN's items carry the clear twins when ``syn_clear_input="clear"``."""
+        if name == fvrid.VAL_SET:
+            split = self._split()
+            return RetrievalDataset(split.val_query, split.val_gallery, self.eval_transform)
         if name == "SYN" and self.syn_clear_input == "clear":
             return TwinRetrievalDataset(*fvrid.syn_test_pairs(self.root), self.eval_transform)
         return RetrievalDataset(*fvrid.load_test_set(self.root, name), self.eval_transform)
 
+    def _split(self) -> fvrid.SyntheticSplit:
+        """The synthetic training pairs and the VAL identities held out of them."""
+        if self.syn_split is None:
+            seed = _seed(self.seed, 4)
+            self.syn_split = fvrid.split_syn_train(self.root, self.val_identities, seed)
+        return self.syn_split
+
     def _setup_train(self) -> None:
         if self.syn_train is None:
-            pairs = fvrid.syn_train_pairs(self.root)
+            pairs = self._split().train
             self.syn_train = SyntheticPairDataset(pairs, self.train_transform, self.strict)
         if self.train_stage > 1 and self.real_train is None:
             records = fvrid.real_train_images(self.root, self.train_stage)
@@ -203,7 +287,8 @@ class RVSLDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        """Number of synthetic training identities (parses the training folder if needed)."""
+        """Number of synthetic training identities, VAL's held-out ones excluded (parses the
+        training folder if needed)."""
         self._setup_train()
         assert self.syn_train is not None
         return len(set(self.syn_train.pids))
@@ -290,7 +375,7 @@ class RVSLDataModule(pl.LightningDataModule):
         return CombinedLoader({"syn": self.syn_dataloader(), "real": real}, mode="min_size")
 
     def val_dataloader(self) -> list[DataLoader]:
-        """One loader per test set (order of ``val_set_names``), queries then gallery."""
+        """One loader per val set (order of ``val_set_names``), queries then gallery."""
         if self.val_sets is None:
             self.setup("validate")
         assert self.val_sets is not None

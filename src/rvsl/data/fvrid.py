@@ -5,6 +5,7 @@ Layout under a root folder (the authors' FVRID, or the embedded demo world)::
     FVRID_syn/{train,query,gallery}_{clear,foggy}   clear images + synthetic hazy twins
     FVRID_clear/{train,query,gallery}_clear         real clear images
     FVRID_real/{train,query,gallery}_foggy          real hazy images
+    FVRID_heldout/{query,gallery}_foggy             optional: a second, held-out real haze
 
 File names start ``<pid>_c<cam>_...``: pid ``-1`` marks a junk image and is skipped; camera ids
 are 1-based in names and 0-based here. A synthetic hazy twin has the same file name as its clear
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 NAME_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
 JUNK_PID = -1
@@ -27,6 +30,7 @@ JUNK_PID = -1
 SYN = "FVRID_syn"
 REAL_CLEAR_DIR = "FVRID_clear"
 REAL_HAZY_DIR = "FVRID_real"
+HELDOUT_DIR = "FVRID_heldout"
 
 LAYOUT_HELP = (
     "expected FVRID layout under the data root:\n"
@@ -42,6 +46,14 @@ TEST_SETS: dict[str, tuple[str, str, str]] = {
     "REAL_CLEAR": (REAL_CLEAR_DIR, "query_clear", "gallery_clear"),
     "REAL_FOGGY": (REAL_HAZY_DIR, "query_foggy", "gallery_foggy"),
 }
+
+#: Optional test sets a data root may hold: evaluated only after fitting, never per epoch.
+FINAL_ONLY_TEST_SETS: dict[str, tuple[str, str, str]] = {
+    "REAL_HELDOUT": (HELDOUT_DIR, "query_foggy", "gallery_foggy"),
+}
+
+#: The validation split carved out of the synthetic training identities (hazy twins).
+VAL_SET = "VAL"
 
 #: Real training split per training stage (stage 1 has no real branch).
 REAL_TRAIN_SPLITS: dict[int, tuple[str, str]] = {
@@ -234,11 +246,97 @@ def syn_test_pairs(root: str | Path) -> tuple[list[PairRecord], list[PairRecord]
     return query, list_pairs(syn / "gallery_clear", syn / "gallery_foggy")
 
 
-def load_test_set(root: str | Path, name: str) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Query and gallery records of a test set: ``SYN``, ``REAL_CLEAR`` or ``REAL_FOGGY``."""
+def test_set_folders(root: str | Path, name: str) -> tuple[Path, Path]:
+    """Query and gallery folders of a test set of :data:`TEST_SETS` or
+    :data:`FINAL_ONLY_TEST_SETS`."""
     key = name.upper()
-    if key not in TEST_SETS:
-        raise ValueError(f"unknown test set {name!r}; expected one of {sorted(TEST_SETS)}")
-    top, query, gallery = TEST_SETS[key]
+    known = TEST_SETS | FINAL_ONLY_TEST_SETS
+    if key not in known:
+        raise ValueError(f"unknown test set {name!r}; expected one of {sorted(known)}")
+    top, query, gallery = known[key]
+    return Path(root) / top / query, Path(root) / top / gallery
+
+
+def load_test_set(root: str | Path, name: str) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Query and gallery records of a test set: ``SYN``, ``REAL_CLEAR``, ``REAL_FOGGY`` or the
+    optional ``REAL_HELDOUT``."""
+    query, gallery = test_set_folders(root, name)
+    return list_images(query), list_images(gallery)
+
+
+# ------------------------------------------------------------------ validation split
+def multi_camera_pids(records: Sequence[Record]) -> list[int]:
+    """Identities seen by at least two cameras, sorted: only they can be cross-camera queries."""
+    cameras: dict[int, set[int]] = {}
+    for r in records:
+        cameras.setdefault(r.pid, set()).add(r.camid)
+    return sorted(pid for pid, cams in cameras.items() if len(cams) > 1)
+
+
+def choose_val_identities(pairs: Sequence[PairRecord], count: int, seed: int) -> list[int]:
+    """``count`` identities of the synthetic training pairs to hold out for validation.
+
+    Drawn from the identities seen by two or more cameras, as a permutation of them by
+    ``seed`` cut after ``count``: the same root, seed and count give the same identities in
+    every stage and run, and a larger count holds out a superset. Returns sorted pids.
+    """
+    total = len({p.pid for p in pairs})
+    candidates = multi_camera_pids(pairs)
+    if count >= total:
+        raise ValueError(
+            f"data.val_identities={count} would hold out all {total} synthetic training "
+            "identities, leaving none to train on"
+        )
+    if count > len(candidates):
+        raise ValueError(
+            f"data.val_identities={count}: only {len(candidates)} of the {total} synthetic "
+            "training identities are seen by two or more cameras, as a validation identity "
+            "must be (one camera gives the queries, the others the gallery)"
+        )
+    order = np.random.default_rng(seed).permutation(len(candidates))
+    return sorted(candidates[i] for i in order[:count])
+
+
+def val_retrieval_set(
+    pairs: Sequence[PairRecord],
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Query and gallery of the validation set from held-out pairs: their HAZY twins; per
+    identity, the images of its lowest-numbered camera are queries, the others the gallery
+    (so every query has a match from another camera). Pids keep their original values."""
+    first_camera: dict[int, int] = {}
+    for p in pairs:
+        first_camera[p.pid] = min(first_camera.get(p.pid, p.camid), p.camid)
+    query, gallery = [], []
+    for p in pairs:
+        record = ImageRecord(p.hazy_path, p.pid, p.camid)
+        (query if p.camid == first_camera[p.pid] else gallery).append(record)
+    return query, gallery
+
+
+@dataclass(frozen=True)
+class SyntheticSplit:
+    """The synthetic training pairs (relabelled 0..N-1) and the held-out validation set."""
+
+    train: list[PairRecord]
+    val_query: list[ImageRecord]
+    val_gallery: list[ImageRecord]
+
+    @property
+    def val_pids(self) -> set[int]:
+        """The original pids of the held-out identities."""
+        return {r.pid for r in (*self.val_query, *self.val_gallery)}
+
+
+def split_syn_train(root: str | Path, val_identities: int, seed: int) -> SyntheticSplit:
+    """Synthetic training pairs with ``val_identities`` identities held out for validation.
+
+    The held-out identities (:func:`choose_val_identities`) leave training altogether, so the
+    classifier has that many fewer classes; their hazy twins form the ``VAL`` retrieval set
+    (:func:`val_retrieval_set`). ``val_identities=0``: :func:`syn_train_pairs`, no VAL.
+    """
     root = Path(root)
-    return list_images(root / top / query), list_images(root / top / gallery)
+    pairs = list_pairs(root / SYN / "train_clear", root / SYN / "train_foggy")
+    held = set(choose_val_identities(pairs, val_identities, seed)) if val_identities else set()
+    train = relabel([p for p in pairs if p.pid not in held])[0]
+    query, gallery = val_retrieval_set([p for p in pairs if p.pid in held])
+    return SyntheticSplit(train, query, gallery)

@@ -4,7 +4,8 @@
 target and renames it into place, so a kill while saving leaves the previous file whole.
 :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` recent: every few training batches, at
 the end of every epoch, and when the job is pre-empted (SIGTERM). :func:`keep_csv_history`
-keeps a resumed run's CSV metrics.
+keeps a resumed run's CSV metrics. :func:`selected_checkpoint` names the checkpoint a run's
+``selection`` rule picks: ``last.ckpt``, or ``ModelCheckpoint``'s best epoch on VAL.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.trainer.states import TrainerFn
@@ -142,7 +144,8 @@ class LastCheckpoint(Checkpoint):
     ``trainer.save_checkpoint`` (only rank zero writes). A Lightning ``Checkpoint`` subclass, so
     its epoch-end hook runs after the LightningModule's, which steps the per-epoch schedulers:
     the saved scheduler state includes that epoch's step. The best checkpoint by mAP stays
-    ``ModelCheckpoint``'s (with ``save_last: false``: one writer per file).
+    ``ModelCheckpoint``'s, with ``selection=val`` (with ``save_last: false``: one writer per
+    file); with ``selection=last`` this file is the selected checkpoint.
 
     Resuming from any save continues as the uninterrupted run would have:
 
@@ -276,3 +279,52 @@ class LastCheckpoint(Checkpoint):
                 trainer.current_epoch,
                 trainer.global_step,
             )
+
+
+# ------------------------------------------------------------------ selection
+@dataclass(frozen=True)
+class SelectedCheckpoint:
+    """The checkpoint a run's ``selection`` rule picked after fitting.
+
+    ``description`` says which epoch and why, for people ("last epoch (epoch 12)"); ``score``
+    is its VAL hazy-branch mAP when the rule read one (``val``), else None.
+    """
+
+    path: str
+    description: str
+    score: float | None = None
+
+
+def selected_checkpoint(trainer: pl.Trainer, selection: str) -> SelectedCheckpoint | None:
+    """The checkpoint ``selection`` picks among the trainer's checkpoint callbacks: ``last``,
+    ``LastCheckpoint``'s file (the final weights); ``val``, ``ModelCheckpoint``'s best epoch
+    on VAL. None when the rule's callback saved nothing (no validation ran, fast_dev_run)."""
+    if selection == "val":
+        return _best_on_val(trainer)
+    if selection == "last":
+        return _last_epoch(trainer)
+    raise ValueError(f"selection must be 'last' or 'val', not {selection!r}")
+
+
+def _last_epoch(trainer: pl.Trainer) -> SelectedCheckpoint | None:
+    saver = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    if saver is None or not os.path.isfile(saver.last_model_path):
+        return None
+    path = saver.last_model_path
+    return SelectedCheckpoint(path, f"last epoch (epoch {saved_epoch(path)})")
+
+
+def _best_on_val(trainer: pl.Trainer) -> SelectedCheckpoint | None:
+    saver = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if saver is None or not saver.best_model_path or saver.best_model_score is None:
+        return None
+    path = saver.best_model_path
+    epoch = saved_epoch(path)
+    description = f"best VAL hazy mAP (epoch {epoch} of {max(epoch, trainer.current_epoch)})"
+    return SelectedCheckpoint(path, description, float(saver.best_model_score))
+
+
+def saved_epoch(path: str | os.PathLike[str]) -> int:
+    """The epoch a checkpoint was saved in, counted from 1 (read without loading tensors)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint["epoch"]) + 1

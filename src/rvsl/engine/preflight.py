@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rvsl.data.fvrid import VAL_SET
 from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted
 
 if TYPE_CHECKING:  # rvsl-export checks sizes without loading Lightning
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 #: overrides that say where a run lives and what it resumes, not what it trains
 RESUME_KEYS = ("ckpt_path=", "hydra.run.dir=")
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+#: how a stage picks the checkpoint it reports and hands on (the top-level ``selection``)
+SELECTIONS = ("last", "val")
+#: the only metric that may choose a model: hazy-branch mAP on held-out training identities
+SELECTION_METRIC = f"val/{VAL_SET}/hazy/mAP"
 
 
 class RunConfigError(ValueError):
@@ -118,6 +123,56 @@ def check_settings(cfg: DictConfig) -> None:
         raise RunConfigError(f"trainer.max_steps={steps} trains nothing: give 1 or more (-1: none)")
     if _number(cfg, "trainer.limit_train_batches") == 0:
         raise RunConfigError("trainer.limit_train_batches=0 trains nothing: leave it unset")
+    check_selection(cfg)
+
+
+# ------------------------------------------------------------------------------ selection
+def check_selection(cfg: DictConfig) -> None:
+    """Model selection that never looks at a test set: ``selection`` is ``last`` or ``val``,
+    and whatever picks a model (selection=val's checkpoint monitor, an Optuna search's
+    objective) reads :data:`SELECTION_METRIC`, which needs a validation split."""
+    selection = cfg.get("selection", "last")
+    if selection not in SELECTIONS:
+        raise RunConfigError(
+            f"selection={selection}: choose last (the final epoch's weights) or val (the best "
+            f"epoch by {SELECTION_METRIC}, on held-out training identities)"
+        )
+    held_out = int(_number(cfg, "data.val_identities") or 0)
+    if selection == "val" and not held_out:
+        raise RunConfigError(
+            f"selection=val picks the epoch with the best {SELECTION_METRIC}, on training "
+            "identities held out for validation, but there are none: set data.val_identities=N "
+            "(N > 0 identities, e.g. 10% of them) or use selection=last"
+        )
+    if selection == "val" and OmegaConf.select(cfg, "callbacks.model_checkpoint") is None:
+        raise RunConfigError(
+            "selection=val needs callbacks.model_checkpoint, which keeps the best epoch on VAL"
+        )
+    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None)
+    if monitor is not None and monitor != SELECTION_METRIC:
+        raise RunConfigError(
+            f"callbacks.model_checkpoint.monitor={monitor}: checkpoints are chosen by "
+            f"{SELECTION_METRIC} (held-out training identities) only, never by a test set"
+        )
+    _check_search_objective(cfg, held_out)
+
+
+def _check_search_objective(cfg: DictConfig, held_out: int) -> None:
+    """A hyper-parameter search (``optimized_metric`` is set) maximises the VAL metric."""
+    objective = cfg.get("optimized_metric")
+    if objective is None:
+        return
+    if objective != SELECTION_METRIC:
+        raise RunConfigError(
+            f"optimized_metric={objective}: a search maximises what rvsl-train returns, "
+            f"{SELECTION_METRIC} on held-out training identities, never a test set"
+        )
+    if not held_out:
+        raise RunConfigError(
+            f"hparams_search=optuna maximises {SELECTION_METRIC}, the hazy mAP on training "
+            "identities held out for validation, but there are none: set data.val_identities=N "
+            "(N > 0 identities, e.g. 10% of them)"
+        )
 
 
 def warn_about_data(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:

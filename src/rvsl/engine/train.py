@@ -16,10 +16,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
-from rvsl.engine.checkpointing import keep_csv_history
+from rvsl.engine.checkpointing import SelectedCheckpoint, keep_csv_history, selected_checkpoint
 from rvsl.engine.disk import naming_last_good_checkpoint
 from rvsl.engine.module import SCRATCH
 from rvsl.engine.preflight import (
+    SELECTION_METRIC,
     RunConfigError,
     check_resume_checkpoint,
     check_settings,
@@ -46,6 +47,16 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
         for entry in cfg.values()
         if isinstance(entry, DictConfig) and "_target_" in entry
     ]
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    """The callbacks group for this run's ``selection``: with ``last`` no ``ModelCheckpoint``
+    (the selected weights are ``last.ckpt``, ``LastCheckpoint``'s); with ``val`` it keeps the
+    best epoch on VAL."""
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if cfg.get("selection", "last") == "last":
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    return callbacks
 
 
 def resolve_ckpt_path(
@@ -75,8 +86,9 @@ def resolve_ckpt_path(
             raise RunConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
         if folder.resolve() != Path(output_dir).resolve():
             log.warning(
-                "resuming %s in a new run folder %s: the best checkpoint is tracked afresh there; "
-                "to continue in the old folder run with ckpt_path=last hydra.run.dir=%s",
+                "resuming %s in a new run folder %s: selection=val's best epoch is tracked "
+                "afresh there; to continue in the old folder run with ckpt_path=last "
+                "hydra.run.dir=%s",
                 path,
                 output_dir,
                 folder,
@@ -112,15 +124,17 @@ def _no_last_checkpoint(
 def prepare_data(cfg: DictConfig) -> pl.LightningDataModule:
     """The datamodule with its folders parsed: bad data settings fail here, before training.
 
-    The fast dataset check runs first. Layout problems and unreadable test images are fatal;
-    unreadable training images too when ``data.strict`` is true, else one warning lists them and
-    the training datasets skip them.
+    The fast dataset check runs first (a missing final test set is named before it). Layout
+    problems and unreadable test images are fatal; unreadable training images too when
+    ``data.strict`` is true, else one warning lists them and the training datasets skip them.
     """
     try:
         datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+        datamodule.require_final_test_sets()
         strict = bool(getattr(datamodule, "strict", True))
         train_folders = required_folders(datamodule.train_stage, test_sets=())
-        folders = required_folders(datamodule.train_stage, datamodule.val_set_names)
+        test_sets = [*datamodule.test_set_names, *datamodule.final_test_set_names]
+        folders = required_folders(datamodule.train_stage, test_sets)
         report = require_valid_dataset(
             datamodule.root,
             folders=folders,
@@ -261,8 +275,16 @@ def checkpoint_folders(cfg: DictConfig) -> list[Path]:
     return sorted(Path(f) for f in found) or [Path(cfg.paths.output_dir) / LAST_CKPT.parent]
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``).
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit one stage as configured; returns the logged metrics (``val/...``, ``train/...``)
+    and, when the ``selection`` rule found a checkpoint:
+
+    * ``selected_model_path``: the checkpoint it picked (``best_model_path`` too, the older
+      name), and ``selection``: which epoch and why, e.g. "last epoch (epoch 12)";
+    * ``best_model_score``: the selected weights' hazy mAP on VAL (:data:`SELECTION_METRIC`,
+      what a sweep maximises), absent without a validation split;
+    * ``best``: with ``test_after_fit``, the selected weights' metrics on the val sets and the
+      final test sets, plus the stage report's.
 
     A full disk ends it with ``DiskFullError`` naming the file and the last good checkpoint.
     """
@@ -270,7 +292,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return _train(cfg)
 
 
-def _train(cfg: DictConfig) -> dict[str, float]:
+def _train(cfg: DictConfig) -> dict[str, Any]:
     """:func:`train` itself: every check first, then the fit and the stage report."""
     pl.seed_everything(cfg.seed, workers=True)
     refuse_local_ddp_sweep(cfg.trainer)
@@ -297,7 +319,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
         check_resume_checkpoint(ckpt_path, model)
     trainer = build_trainer(
         cfg.trainer,
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        callbacks=build_callbacks(cfg),
         logger=instantiate_group(cfg.get("logger")) or False,
     )
     if ckpt_path is not None:
@@ -313,37 +335,57 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     with requeue_on_signal():  # Slurm's time-limit warning: save last.ckpt, requeue
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    # the best-by-mAP one; LastCheckpoint is a Checkpoint too (and has no best model)
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if checkpoint is not None and checkpoint.best_model_path:
-        log.info(
-            "best checkpoint: %s (%s = %.4f)",
-            checkpoint.best_model_path,
-            checkpoint.monitor,
-            float(checkpoint.best_model_score),
+    selected = selected_checkpoint(trainer, cfg.get("selection", "last"))
+    if selected is None:
+        return metrics
+    log.info("selected checkpoint: %s, the %s", selected.path, selected.description)
+    metrics |= {
+        "selected_model_path": selected.path,
+        "best_model_path": selected.path,
+        "selection": selected.description,
+    }
+    if cfg.get("test_after_fit"):
+        metrics["best"] = evaluate_selected(cfg, trainer, model, datamodule, selected)
+    score = selection_score(selected, metrics)
+    if score is not None:
+        metrics["best_model_score"] = score
+    return metrics
+
+
+def selection_score(selected: SelectedCheckpoint, metrics: dict[str, Any]) -> float | None:
+    """The selected weights' VAL hazy mAP: the rule's own reading (``val``), else the
+    evaluation after fitting, else the last validation's (the last epoch's, for ``last``)."""
+    if selected.score is not None:
+        return selected.score
+    value = metrics.get("best", {}).get(SELECTION_METRIC, metrics.get(SELECTION_METRIC))
+    return None if value is None else float(value)
+
+
+def evaluate_selected(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    selected: SelectedCheckpoint,
+) -> dict[str, float]:
+    """Metrics of the selected checkpoint on the val sets and ``data.final_test_sets`` (only
+    evaluated here), plus the stage report (dehazing quality, pictures) of its weights."""
+    datamodule.add_final_test_sets()
+    results = trainer.validate(
+        model, datamodule=datamodule, ckpt_path=selected.path, verbose=False, weights_only=True
+    )
+    metrics = {k: float(v) for r in results for k, v in r.items()}
+    if trainer.is_global_zero:  # pictures are written once
+        metrics |= stage_report(
+            model.net,
+            datamodule,
+            cfg.paths.output_dir,
+            device=model.device,
+            dehazing=model.stage != "baseline",
+            loggers=trainer.loggers,
+            step=trainer.global_step,
+            restoration=cfg.get("restoration_metrics", "standard"),
         )
-        metrics["best_model_score"] = float(checkpoint.best_model_score)
-        metrics["best_model_path"] = checkpoint.best_model_path
-        if cfg.get("test_after_fit"):
-            results = trainer.validate(
-                model,
-                datamodule=datamodule,
-                ckpt_path=checkpoint.best_model_path,
-                verbose=False,
-                weights_only=True,
-            )
-            metrics["best"] = {k: float(v) for r in results for k, v in r.items()}
-            if trainer.is_global_zero:  # pictures are written once
-                metrics["best"] |= stage_report(
-                    model.net,
-                    datamodule,
-                    cfg.paths.output_dir,
-                    device=model.device,
-                    dehazing=model.stage != "baseline",
-                    loggers=trainer.loggers,
-                    step=trainer.global_step,
-                    restoration=cfg.get("restoration_metrics", "standard"),
-                )
-                for logger in trainer.loggers:  # validate closed them: write the report's pictures
-                    logger.finalize("success")
+        for logger in trainer.loggers:  # validate closed them: write the report's pictures
+            logger.finalize("success")
     return metrics
