@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import json
 from pathlib import Path
@@ -172,7 +173,7 @@ def test_real_haze_is_non_homogeneous_and_tinted() -> None:
 
 
 def test_vehicles_vary_in_type_colour_and_details() -> None:
-    vehicles = [dw.sample_vehicle(np.random.default_rng(i)) for i in range(200)]
+    vehicles = [dw.sample_vehicle(np.random.default_rng(i)) for i in range(400)]
     assert {v.body for v in vehicles} == set(dw.BODY_TYPES)
     assert len({v.color_name for v in vehicles}) >= 8
     assert len({v.plate_code for v in vehicles}) > 25
@@ -181,6 +182,14 @@ def test_vehicles_vary_in_type_colour_and_details() -> None:
     assert len({(tuple(v.color.round(3)), v.plate_code) for v in same}) == len(
         same
     )  # ...yet differ
+
+
+def test_custom_paints_spread_over_every_hue_so_colour_is_a_fine_grained_cue() -> None:
+    vehicles = [dw.sample_vehicle(np.random.default_rng(i)) for i in range(400)]
+    custom = [v for v in vehicles if v.color_name == "custom"]
+    assert 0.5 < len(custom) / len(vehicles) < 0.7
+    hues = [colorsys.rgb_to_hsv(*v.color)[0] for v in custom]
+    assert np.histogram(hues, bins=6, range=(0, 1))[0].min() > len(custom) / 6 / 2  # no hue missing
 
 
 def test_same_seed_gives_identical_bytes_for_any_worker_count(tmp_path: Path) -> None:
@@ -194,7 +203,7 @@ def test_different_seed_gives_a_different_world(tmp_path: Path) -> None:
     dw.build_demo_world(tmp_path / "a", seed=0, size=SIZE, scale=TINY, workers=1)
     dw.build_demo_world(tmp_path / "b", seed=1, size=SIZE, scale=TINY, workers=1)
     assert folder_hash(tmp_path / "a") != folder_hash(tmp_path / "b")
-    for folder in dw.WORLD_FOLDERS:
+    for folder in dw.GENERATED_FOLDERS:
         a = {p.name: p.read_bytes() for p in (tmp_path / "a" / folder).iterdir()}
         b = {p.name: p.read_bytes() for p in (tmp_path / "b" / folder).iterdir()}
         assert not any(a[n] == b[n] for n in set(a) & set(b)), folder

@@ -7,7 +7,9 @@ training identities with a single image, and query identities with no image in t
 It also tabulates each split (identities, images, cameras). :func:`require_valid_dataset` is
 the fast variant training runs before its first step; it raises :class:`DatasetError` listing
 the problems, except unreadable images in the folders it is told to tolerate (training skips
-those when ``data.strict=false``).
+those when ``data.strict=false``). Folders outside the FVRID layout (the demo world's
+``FVRID_heldout``) are optional: checked when present, required only by an evaluation that
+reads them.
 
 Problems make a dataset unusable as it stands. Warnings do not: single-image identities in the
 real (unlabelled) training splits, which matter only for the optional PK grouping of real
@@ -26,6 +28,7 @@ from pathlib import Path
 from PIL import Image
 
 from rvsl.data.fvrid import (
+    FINAL_ONLY_TEST_SETS,
     IMAGE_EXTENSIONS,
     JUNK_PID,
     REAL_CLEAR_DIR,
@@ -48,6 +51,14 @@ LAYOUT_FOLDERS: tuple[str, ...] = (
     ),
     *(f"{REAL_CLEAR_DIR}/{split}_clear" for split in ("train", "query", "gallery")),
     *(f"{REAL_HAZY_DIR}/{split}_foggy" for split in ("train", "query", "gallery")),
+)
+#: Every test set by name: FVRID's and the optional ones a root may hold (the demo world's
+#: held-out haze, REAL_HELDOUT, which FVRID does not have).
+ALL_TEST_SETS: dict[str, tuple[str, str, str]] = TEST_SETS | FINAL_ONLY_TEST_SETS
+#: Split folders of the optional test sets: checked when present, required only by an
+#: evaluation that reads them.
+OPTIONAL_FOLDERS: tuple[str, ...] = tuple(
+    f"{top}/{split}" for top, *splits in FINAL_ONLY_TEST_SETS.values() for split in splits
 )
 #: Training splits whose labels are used (single-image identities are problems there).
 LABELLED_TRAIN = (f"{SYN}/train_clear",)
@@ -123,20 +134,33 @@ def required_folders(stage: int, test_sets: Iterable[str] = tuple(TEST_SETS)) ->
     folders = [f"{SYN}/train_clear", f"{SYN}/train_foggy", *evaluation_folders(test_sets)]
     if stage in REAL_TRAIN_SPLITS:
         folders.append("/".join(REAL_TRAIN_SPLITS[stage]))
-    return [f for f in LAYOUT_FOLDERS if f in folders]
+    return in_table_order(folders)
 
 
 def evaluation_folders(test_sets: Iterable[str] = tuple(TEST_SETS)) -> list[str]:
-    """Split folders an evaluation reads: query/gallery of ``test_sets``, plus the clear twins
-    of SYN's hazy images (ground truth of the dehazer, input of the clear branch when
-    ``data.syn_clear_input=clear``)."""
+    """Split folders an evaluation reads: query/gallery of ``test_sets`` (FVRID's or an optional
+    one, :data:`ALL_TEST_SETS`), plus the clear twins of SYN's hazy images (ground truth of the
+    dehazer, input of the clear branch when ``data.syn_clear_input=clear``)."""
     folders = []
     for name in test_sets:
-        top, query, gallery = TEST_SETS[name.upper()]
+        top, query, gallery = ALL_TEST_SETS[name.upper()]
         folders += [f"{top}/{query}", f"{top}/{gallery}"]
         if top == SYN:
             folders += [f"{SYN}/query_clear", f"{SYN}/gallery_clear"]
-    return [f for f in LAYOUT_FOLDERS if f in folders]
+    return in_table_order(folders)
+
+
+def in_table_order(folders: Iterable[str]) -> list[str]:
+    """``folders`` without repeats, in the order of the FVRID layout then the optional folders;
+    any other folder (a test set added later) keeps its place after them."""
+    wanted = list(dict.fromkeys(folders))
+    known = (*LAYOUT_FOLDERS, *OPTIONAL_FOLDERS)
+    return [f for f in known if f in wanted] + [f for f in wanted if f not in known]
+
+
+def present_optional_folders(root: str | Path) -> list[str]:
+    """The optional split folders (:data:`OPTIONAL_FOLDERS`) that exist under ``root``."""
+    return [f for f in OPTIONAL_FOLDERS if (Path(root) / f).is_dir()]
 
 
 def _dangling(path: Path) -> str | None:
@@ -187,7 +211,8 @@ def check_dataset(
     folders: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
-    """Check the split ``folders`` (default: the whole FVRID layout) under ``root``.
+    """Check the split ``folders`` under ``root`` (default: the whole FVRID layout, plus the
+    optional folders that exist, e.g. the demo world's ``FVRID_heldout``).
 
     ``fast`` verifies image headers and structure only (PIL ``verify``, JPEG end marker)
     instead of decoding every image. ``progress`` is called with 1 after each file. Problem
@@ -195,7 +220,9 @@ def check_dataset(
     """
     root = Path(root)
     report = CheckReport(root=root, fast=fast)
-    folders = list(LAYOUT_FOLDERS if folders is None else folders)
+    if folders is None:
+        folders = [*LAYOUT_FOLDERS, *present_optional_folders(root)]
+    folders = list(folders)
     if not root.is_dir():
         report.problems.append(f"{root}: dataset root folder not found")
         return report
@@ -278,7 +305,7 @@ def _check_singletons(root: Path, splits: dict[str, _Split], report: CheckReport
 
 
 def _check_queries(root: Path, splits: dict[str, _Split], report: CheckReport) -> None:
-    for top, query, gallery in TEST_SETS.values():
+    for top, query, gallery in dict.fromkeys(ALL_TEST_SETS.values()):
         q_rel, g_rel = f"{top}/{query}", f"{top}/{gallery}"
         if q_rel not in splits or g_rel not in splits:
             continue

@@ -7,11 +7,19 @@ FVRID cannot be shipped, so :func:`build_demo_world` draws a small world from a 
 - :mod:`.cameras`: five scenes per world, each with a viewpoint, lighting and sensor settings;
 - :mod:`.render`: one vehicle in one scene, as a crop with its exact depth;
 - :mod:`.sensors`: the clean synthetic camera, the "real" camera and the "real" haze;
+- :mod:`.heldout`: a second "real" haze of another kind, for a final test only, and the clean
+  scenes and depth maps of the real test renders for hazes brought from outside;
 - :mod:`.plan`: the identity groups and the images each identity gets, rendered and written;
 - :mod:`.world`: the build on disk, its ``world.json`` and the cached-world reuse.
 """
 
 from rvsl.data.demo_world.cameras import BACKDROPS, NUM_CAMERAS, VIEWPOINTS, Camera, make_cameras
+from rvsl.data.demo_world.heldout import (
+    DEPTH_UNITS_PER_METRE,
+    HELDOUT_FOLDERS,
+    heldout_haze,
+    read_depth_metres,
+)
 from rvsl.data.demo_world.mesh import Mesh, Part, build_mesh, vehicle_parts
 from rvsl.data.demo_world.plan import GROUPS, WORLD_FOLDERS, Group, group_sizes
 from rvsl.data.demo_world.render import FAR, SUPERSAMPLE, render_view
@@ -30,6 +38,7 @@ from rvsl.data.demo_world.vehicles import (
     sample_vehicle,
 )
 from rvsl.data.demo_world.world import (
+    GENERATED_FOLDERS,
     GENERATOR_VERSION,
     MANIFEST_NAME,
     DemoWorldError,
@@ -44,9 +53,12 @@ __all__ = [
     "ACCENTS",
     "BACKDROPS",
     "BODY_TYPES",
+    "DEPTH_UNITS_PER_METRE",
     "FAR",
+    "GENERATED_FOLDERS",
     "GENERATOR_VERSION",
     "GROUPS",
+    "HELDOUT_FOLDERS",
     "LIGHT",
     "MANIFEST_NAME",
     "NUM_CAMERAS",
@@ -72,7 +84,9 @@ __all__ = [
     "build_mesh",
     "foreign_files",
     "group_sizes",
+    "heldout_haze",
     "make_cameras",
+    "read_depth_metres",
     "read_manifest",
     "real_haze",
     "real_sensor",

@@ -27,10 +27,12 @@ from PIL import Image
 
 from rvsl.data.check import LAYOUT_FOLDERS
 from rvsl.data.demo_world.cameras import NUM_CAMERAS, Camera, make_cameras
+from rvsl.data.demo_world.heldout import heldout_haze, source_pngs
 from rvsl.data.demo_world.mesh import build_mesh
 from rvsl.data.demo_world.render import render_view
 from rvsl.data.demo_world.sensors import real_haze, real_sensor, syn_sensor
 from rvsl.data.demo_world.vehicles import sample_vehicle
+from rvsl.data.fvrid import HELDOUT_DIR
 from rvsl.data.haze import HazeSynthesizer
 
 
@@ -129,13 +131,20 @@ def _make_identity(job: _Job) -> list[tuple[str, int]]:
                 written.append((folder, cam_id))
             continue
         sensor_seed = int(rng.integers(2**31))
-        outputs = []
+        outputs, sources = [], []
         if job.group.name in ("real_clear_train", "real_test"):
             outputs.append((f"FVRID_clear/{split}_clear", scene))
         if job.group.name in ("real_foggy_train", "real_test"):
             outputs.append((f"FVRID_real/{split}_foggy", real_haze(scene, depth, rng)))
+        if job.group.name == "real_test":  # held-out haze: its own stream, the same sensor
+            heldout = heldout_haze(scene, depth, _rng(job.seed, 4, job.pid, i))
+            outputs.append((f"{HELDOUT_DIR}/{split}_foggy", heldout))
+            sources = source_pngs(split, scene, depth)
         for folder, image in outputs:
             data = real_sensor(image, cam, _rng(sensor_seed))
             (job.root / folder / f"{stem}.jpg").write_bytes(data)
+            written.append((folder, cam_id))
+        for folder, data in sources:
+            (job.root / folder / f"{stem}.png").write_bytes(data)
             written.append((folder, cam_id))
     return written

@@ -4,7 +4,8 @@ The synthetic camera only blurs. The "real" one (FVRID_real / FVRID_clear) adds 
 gamma, vignetting, blur, signal-dependent noise and a JPEG round trip (stored as ``.jpg``,
 quality 60-85). FVRID_real adds a DIFFERENT haze (:func:`real_haze`): non-homogeneous density
 (a smooth random field modulating beta), a warped depth response, tinted airlight with a
-vertical gradient and forward-scatter blur. No clear twins.
+vertical gradient and forward-scatter blur. No clear twins. A third haze, of yet another kind,
+is kept for a final test only (:mod:`.heldout`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ confusable. The shape is built in :mod:`.mesh`, the details are painted in :mod:
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,18 @@ TYRE = np.array((0.05, 0.05, 0.05), dtype=np.float32)
 TRIM = np.array((0.08, 0.08, 0.09), dtype=np.float32)
 LIGHT = np.array((0.96, 0.95, 0.86), dtype=np.float32)
 TAIL = np.array((0.75, 0.06, 0.05), dtype=np.float32)
+
+
+#: Share of identities with a paint off the common palette: any hue, a wide range of
+#: saturation and brightness. They make colour a fine-grained cue (two blues differ by shade),
+#: which haze, by washing colours toward the airlight, degrades.
+CUSTOM_PAINT = 0.6
+
+
+def _custom_paint(rng: np.random.Generator) -> np.ndarray:
+    """A colour drawn uniformly in hue, with saturation in [0.35, 0.95] and value in [0.3, 0.95]."""
+    hue, sat, val = rng.random(), rng.uniform(0.35, 0.95), rng.uniform(0.3, 0.95)
+    return np.array(colorsys.hsv_to_rgb(hue, sat, val), dtype=np.float32)
 
 
 def _pick(rng: np.random.Generator, table: dict) -> str:
@@ -110,8 +123,12 @@ def sample_vehicle(rng: np.random.Generator) -> Vehicle:
     """Draw one identity."""
     body = _pick(rng, BODY_TYPES)
     _, length, width, height, clearance, wheel = BODY_TYPES[body]
-    color_name = _pick(rng, PALETTE)
-    color = _rgb(rng, PALETTE[color_name][1])
+    if rng.random() < CUSTOM_PAINT:
+        color_name = "custom"
+        color = _custom_paint(rng)
+    else:
+        color_name = _pick(rng, PALETTE)
+        color = _rgb(rng, PALETTE[color_name][1])
     roof = color
     if body in ("sedan", "hatchback", "suv") and rng.random() < 0.15:
         roof = _rgb(rng, (0.06, 0.06, 0.07) if color_name != "black" else (0.86, 0.86, 0.84), 0.05)
