@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo demo-seeds lint bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ test: install
 # The main job: build the demo world, train baseline + three RVSL stages, print the table.
 demo: install
 	$(BIN)/rvsl-train
+
+# The demo once per seed (not part of `make test`), then mean ± std per model and RVSL's gain
+# per seed in outputs/demo_seeds/<time>/seeds.md. SEEDS_ARGS="--seeds 1 2 3 4 5 --ablations"
+# (--ablations: stage 3 without EA, P2P or priors too); Hydra overrides pass through.
+demo-seeds: install
+	$(BIN)/python scripts/demo_seeds.py $(SEEDS_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests scripts

@@ -42,13 +42,15 @@ def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(
     assert {p: after.get(p) for p in before} == before  # no data file changed or vanished
     written_elsewhere = [p for p in after if p not in before and root not in p.parents]
     assert written_elsewhere == []  # training writes only into its run folder
-    rows = json.loads((root / "summary.json").read_text())
+    rows = json.loads((root / "summary.json").read_text())["rows"]
     stages = ["baseline", "syn_haze", "real_clear", "real_haze"]
-    assert [r["stage"] for r in rows[::6]] == stages  # 3 test sets x 2 branches per stage
-    assert all(0 <= r["mAP"] <= 100 for r in rows)
-    syn_rows = [r for r in rows if r["test_set"] == "SYN" and r["stage"] != "baseline"]
-    assert all(0 < r["ssim"] <= 1 and r["psnr"] > 0 for r in syn_rows)
+    assert [r["model"] for r in rows] == stages  # one row per model
+    assert all({"SYN", "REAL_CLEAR", "REAL_FOGGY"} <= set(r["hazy"]) for r in rows)
+    assert all(0 <= v["mAP"] <= 100 for r in rows for v in r["hazy"].values())
+    dehazers = [r["dehaze"] for r in rows if r["stage"] != "baseline"]
+    assert len(dehazers) == 3 and all(0 < d["ssim"] <= 1 and d["psnr"] > 0 for d in dehazers)
     for stage in stages:
         assert (root / stage / "pictures" / "rank_list_REAL_FOGGY.png").is_file()
     assert (root / "real_haze" / "pictures" / "dehazing_SYN.png").is_file()
-    assert result["best_model_score"] is not None
+    # each stage reports the checkpoint its selection rule picked (never a test set's best)
+    assert all(Path(m["selected_model_path"]).is_file() for m in result["stages"].values())

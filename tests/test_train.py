@@ -95,13 +95,12 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
 
 def test_a_later_stage_starts_from_the_earlier_stages_weights(compose_train):
     first = compose_train()
-    train(first)
-    best = next((Path(first.paths.output_dir) / "checkpoints").glob("best-*.ckpt"))
-    cfg = compose_train("stage=real_haze", f"init_from={best}")
+    selected = train(first)["selected_model_path"]
+    cfg = compose_train("stage=real_haze", f"init_from={selected}")
     with open_dict(cfg):
         cfg.model.num_classes = 6
     model = hydra.utils.instantiate(cfg.model)
-    saved = torch.load(best, weights_only=True)["state_dict"]
+    saved = torch.load(selected, weights_only=True)["state_dict"]
     for key, value in model.state_dict().items():
         if key.startswith(("net.", "disc_")):
             torch.testing.assert_close(value, saved[key], msg=key)
@@ -157,7 +156,7 @@ def test_the_baseline_shares_one_encoder_between_both_branches(compose_train):
     assert model.net.enc_clear is model.net.enc_hazy
 
 
-def test_the_chain_runs_each_stage_from_the_previous_stages_best_checkpoint(compose_train):
+def test_the_chain_runs_each_stage_from_the_previous_stages_selected_checkpoint(compose_train):
     from rvsl.engine.chain import run
 
     cfg = compose_train("chain=[baseline,syn_haze,real_haze]", "test_after_fit=true")
@@ -165,17 +164,20 @@ def test_the_chain_runs_each_stage_from_the_previous_stages_best_checkpoint(comp
     stages = result["stages"]
     assert list(stages) == ["baseline", "syn_haze", "real_haze"]
     root = Path(cfg.paths.output_dir)
-    first_best = Path(stages["syn_haze"]["best_model_path"])
-    assert first_best.parent.parent == root / "syn_haze"
-    assert Path(stages["real_haze"]["best_model_path"]).is_relative_to(root / "real_haze")
-    hparams = torch.load(stages["real_haze"]["best_model_path"], weights_only=True)
-    assert hparams["hyper_parameters"]["init_from"] == str(first_best)
-    stage1 = torch.load(stages["syn_haze"]["best_model_path"], weights_only=True)
+    # selection=last (the default): each stage hands on its final weights, never a test pick
+    first = Path(stages["syn_haze"]["selected_model_path"])
+    assert first == root / "syn_haze" / "checkpoints" / "last.ckpt"
+    assert stages["syn_haze"]["selection"] == "last epoch (epoch 1)"
+    assert Path(stages["real_haze"]["selected_model_path"]).is_relative_to(root / "real_haze")
+    hparams = torch.load(stages["real_haze"]["selected_model_path"], weights_only=True)
+    assert hparams["hyper_parameters"]["init_from"] == str(first)
+    stage1 = torch.load(stages["syn_haze"]["selected_model_path"], weights_only=True)
     assert stage1["hyper_parameters"]["init_from"] is None  # the baseline feeds nothing on
-    summary = (root / "summary.md").read_text()
+    hazy_table = (root / "summary.md").read_text().split("## Clear branch")[0]
     for stage in stages:
-        assert f"| {stage} | REAL_FOGGY | hazy |" in summary
+        assert f"\n| {stage} | " in hazy_table  # one row per model
     assert (root / "summary.json").is_file()
+    assert (root / "rank_list_baseline_vs_rvsl.png").is_file()  # the same queries, both models
 
 
 def test_resuming_with_ckpt_path_last_continues_the_global_step(compose_train):
@@ -283,19 +285,19 @@ def test_a_clear_only_baseline_never_looks_at_a_hazy_image():
 
 
 def test_a_chain_entry_may_name_itself_and_carry_its_own_overrides():
-    from rvsl.engine.chain import _parse_entry
+    from rvsl.engine.chain import ChainEntry, parse_entry
 
-    assert _parse_entry("real_haze") == ("real_haze", "real_haze", [])
+    assert parse_entry("real_haze") == ChainEntry("real_haze", "real_haze")
     entry = {
         "stage": "baseline",
         "name": "clear_only",
         "max_epochs": 3,
         "overrides": ["model.baseline_domains=[clear]"],
     }
-    assert _parse_entry(entry) == (
+    assert parse_entry(entry) == ChainEntry(
         "baseline",
         "clear_only",
-        ["model.baseline_domains=[clear]", "trainer.max_epochs=3"],
+        ("model.baseline_domains=[clear]", "trainer.max_epochs=3"),
     )
     with pytest.raises(ValueError, match="chain entry"):
-        _parse_entry({"stage": "baseline", "epochs": 3})
+        parse_entry({"stage": "baseline", "epochs": 3})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 from rvsl.engine.checkpointing import atomic_write
@@ -86,3 +88,150 @@ def shown_gallery(
     masked = distmat.masked_fill(same, float("inf"))
     order = torch.argsort(masked, dim=1, stable=True)[:, :top_k]
     return torch.unique(order[torch.gather(masked, 1, order).isfinite()])
+
+
+# ---------------------------------------------------------------------- captions and charts
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+WHITE = (255, 255, 255)
+INK = (30, 30, 30)
+AXIS = (120, 120, 120)
+# distinguishable bar colours (Okabe-Ito first), cycled when there are more models
+PALETTE = (
+    (0, 114, 178),
+    (230, 159, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (86, 180, 233),
+    (213, 94, 0),
+    (240, 228, 66),
+    (0, 0, 0),
+    (117, 112, 179),
+    (166, 118, 29),
+    (102, 166, 30),
+    (153, 153, 153),
+)
+
+
+def _font(size: int) -> Font:
+    """Pillow's bundled font at ``size`` pixels (its bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
+def _text_size(font: Font, text: str) -> tuple[int, int]:
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font)
+    return right - left, bottom - top
+
+
+def captioned(picture: np.ndarray, caption: str, size: int = 14) -> np.ndarray:
+    """``picture`` under a white strip holding ``caption``: which model drew a rank list. The
+    strip's height depends on the font size only, so captioned pictures stay aligned."""
+    font = _font(size)
+    height = _text_size(font, "Ag|")[1] + size
+    canvas = Image.new("RGB", (picture.shape[1], picture.shape[0] + height), WHITE)
+    canvas.paste(Image.fromarray(picture), (0, height))
+    ImageDraw.Draw(canvas).text((4, size // 2), caption, fill=INK, font=font)
+    return np.asarray(canvas)
+
+
+def side_by_side(pictures: list[np.ndarray], gap: int = 12) -> np.ndarray:
+    """Pictures in one row, top-aligned on white, ``gap`` pixels apart."""
+    height = max(p.shape[0] for p in pictures)
+    width = sum(p.shape[1] for p in pictures) + gap * (len(pictures) - 1)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    left = 0
+    for picture in pictures:
+        canvas[: picture.shape[0], left : left + picture.shape[1]] = picture[..., :3]
+        left += picture.shape[1] + gap
+    return canvas
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """Where a bar chart's plot area lies on its canvas, and its y scale."""
+
+    left: int
+    top: int
+    height: int
+    y_max: float
+
+    @property
+    def base(self) -> int:
+        return self.top + self.height
+
+    def y(self, value: float) -> int:
+        return self.base - round(self.height * min(value, self.y_max) / self.y_max)
+
+
+def _colour(index: int) -> tuple[int, int, int]:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _draw_y_axis(draw: ImageDraw.ImageDraw, plot: _Plot, right: int, font: Font) -> None:
+    """The y axis with five ticks from 0 to the maximum, and the baseline up to ``right``."""
+    for tick in range(5):
+        value = plot.y_max * tick / 4
+        draw.line([(plot.left - 4, plot.y(value)), (plot.left, plot.y(value))], fill=AXIS)
+        draw.text((4, plot.y(value) - 7), f"{value:g}", fill=AXIS, font=font)
+    draw.line([(plot.left, plot.top), (plot.left, plot.base)], fill=AXIS)
+    draw.line([(plot.left, plot.base), (right, plot.base)], fill=AXIS)
+
+
+def _draw_group(
+    draw: ImageDraw.ImageDraw,
+    plot: _Plot,
+    left: int,
+    label: str,
+    values: list[float | None],
+    bar_width: int,
+    font: Font,
+) -> None:
+    """One group: a bar per value (none for ``None``) with its value above, the label below."""
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        x = left + index * bar_width
+        draw.rectangle([x, plot.y(value), x + bar_width - 3, plot.base], fill=_colour(index))
+        draw.text((x, plot.y(value) - 12), f"{value:.0f}", fill=INK, font=font)
+    label_left = left + (len(values) * bar_width - _text_size(font, label)[0]) // 2
+    draw.text((label_left, plot.base + 6), label, fill=INK, font=font)
+
+
+def _draw_legend(
+    draw: ImageDraw.ImageDraw, left: int, top: int, names: list[str], font: Font
+) -> None:
+    for index, name in enumerate(names):
+        y = top + 22 * index
+        draw.rectangle([left, y + 2, left + 12, y + 14], fill=_colour(index))
+        draw.text((left + 18, y), name, fill=INK, font=font)
+
+
+def grouped_bar_chart(
+    groups: list[str],
+    series: dict[str, list[float | None]],
+    title: str,
+    top: float | None = None,
+    bar_width: int = 18,
+) -> np.ndarray:
+    """A grouped bar chart drawn with Pillow: one group per ``groups`` entry, one bar per
+    series in each (``None``: no bar), the value printed above each bar, a legend on the
+    right. The y axis runs from 0 to ``top`` (default: the largest value rounded up to 20)."""
+    values = [v for row in series.values() for v in row if v is not None]
+    y_max = top or max(20.0, math.ceil(max(values, default=0.0) / 20) * 20)  # ticks: whole 5s
+    font, small = _font(14), _font(11)
+    plot = _Plot(left=50, top=40, height=260, y_max=y_max)
+    group_width = bar_width * (len(series) + 2)
+    plot_right = plot.left + group_width * len(groups)
+    legend_width = max((_text_size(font, name)[0] for name in series), default=0) + 40
+    canvas = Image.new("RGB", (plot_right + legend_width + 20, plot.base + 40), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((plot.left, 10), title, fill=INK, font=font)
+    _draw_y_axis(draw, plot, plot_right, small)
+    for index, group in enumerate(groups):
+        column = [row[index] for row in series.values()]
+        left = plot.left + index * group_width + bar_width
+        _draw_group(draw, plot, left, group, column, bar_width, small)
+    _draw_legend(draw, plot_right + 20, plot.top, list(series), font)
+    return np.asarray(canvas)
