@@ -97,6 +97,7 @@ class BenchConfig:
     real_batch_size: int
     steps: int  # default measured steps
     num_workers: tuple[int, ...]  # default DataLoader worker counts
+    widths: tuple[int, int, int] = (64, 64, 64)  # backbone, generator, discriminator
 
     @property
     def ids_per_batch(self) -> int:
@@ -104,7 +105,14 @@ class BenchConfig:
 
 
 CONFIGS = {
-    "demo": BenchConfig("demo r18_ibn_a@64", "resnet18_ibn_a", 64, 4, 32, 32, 2, (0, 2)),
+    # the demo's network (conf/experiment/demo.yaml): half-width ResNet-18, narrow GAN parts
+    "demo": BenchConfig(
+        "demo r18_ibn_a/2@64", "resnet18_ibn_a", 64, 4, 32, 16, 2, (0, 2), (32, 16, 16)
+    ),
+    # the demo's network before it was made light (full-width ResNet-18, 32 real images)
+    "demo_full": BenchConfig(
+        "demo_full r18_ibn_a@64", "resnet18_ibn_a", 64, 4, 32, 32, 2, (0,), (64, 32, 64)
+    ),
     # 2-14 s per step on 2 CPU cores: one measured step and no worker sweep by default
     "r50": BenchConfig("r50_ibn_a@128", "resnet50_ibn_a", 128, 4, 12, 12, 1, (0,)),
     # the paper's training size and per-GPU batch (data=fvrid): for GPUs
@@ -254,6 +262,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     )
     model = RVSLModule(
         backbone=cfg.backbone,
+        backbone_width=cfg.widths[0],
+        generator_width=cfg.widths[1],
+        discriminator_width=cfg.widths[2],
         num_classes=datamodule.num_classes,
         stage=job["stage"],
         # the model config's optimisers; the per-epoch schedules do not touch step time
@@ -301,6 +312,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     row = {
         "config": cfg.label,
         "backbone": cfg.backbone,
+        "widths": list(cfg.widths),
         "image_size": cfg.size,
         "batch_size": cfg.batch_size,
         "real_batch_size": cfg.real_batch_size

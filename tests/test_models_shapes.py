@@ -144,3 +144,38 @@ def test_one_training_step_sends_gradient_to_every_trainable_part():
     loss.backward()
     no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
     assert no_grad == []
+
+
+def test_a_narrower_backbone_scales_every_channel_count_and_keeps_the_layer_names():
+    narrow = RVSLNet("resnet18_ibn_a", num_classes=5, generator_width=16, backbone_width=32)
+    standard = RVSLNet("resnet18_ibn_a", num_classes=5)
+    assert narrow.feature_dim == 256
+    with torch.no_grad():
+        out = narrow(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+        encoded = narrow.enc_hazy(torch.rand(1, 3, 64, 64))
+    assert out["feat_hazy"].shape == (2, 256)
+    assert out["gen_clear"].shape == (2, 3, 64, 64)
+    assert encoded.feature.shape == (1, 32, 16, 16)
+    assert encoded.skip.shape == (1, 32, 32, 32)
+    assert narrow.state_dict().keys() == standard.state_dict().keys()
+    assert RVSLNet(**narrow.config()).state_dict()["trunk.layer4.0.conv1.weight"].shape == (
+        256,
+        128,
+        3,
+        3,
+    )
+
+
+def test_the_standard_width_is_the_published_resnet():
+    assert RVSLNet("resnet50_ibn_a").config()["backbone_width"] == 64
+    assert RVSLNet("resnet50_ibn_a").enc_clear.conv1.weight.shape == (64, 3, 7, 7)
+
+
+@pytest.mark.parametrize("width", [0, 12])
+def test_a_backbone_width_that_is_not_a_multiple_of_8_is_refused(width):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        RVSLNet("resnet18_ibn_a", backbone_width=width)
+
+
+def test_the_discriminator_width_sets_its_first_layer():
+    assert PatchDiscriminator(width=16).model[0].out_channels == 16

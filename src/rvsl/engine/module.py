@@ -38,6 +38,7 @@ from rvsl.engine.nonfinite import (
     nonfinite_terms,
     update_is_finite,
 )
+from rvsl.engine.preflight import SELECTION_METRIC
 from rvsl.losses import LSGANLoss, TripletLoss, discriminator_loss
 from rvsl.metrics import RetrievalMetric
 from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, _short, load_untrusted
@@ -109,8 +110,10 @@ class RVSLModule(pl.LightningModule):
     """Trains :class:`RVSLNet` by the recipe of one RVSL stage.
 
     Args:
-        backbone, num_classes, generator_width: the :class:`RVSLNet` to build
-            (``num_classes`` = synthetic training identities).
+        backbone, num_classes, generator_width, backbone_width: the :class:`RVSLNet` to build
+            (``num_classes`` = synthetic training identities; ``backbone_width``: base channels,
+            64 for the standard ResNet).
+        discriminator_width: first-layer channels of the PatchGAN discriminators (64: CycleGAN).
         stage: ``syn_haze`` (1), ``real_clear`` (2), ``real_haze`` (3), or ``baseline``: the
             BoT-style comparison, ReID only (CE + triplet) on synthetic clear and hazy images
             through ONE encoder (both branches share it), no generators, no discriminators.
@@ -132,7 +135,7 @@ class RVSLModule(pl.LightningModule):
             ``{"classifier": bool, "discriminators": bool}`` (both True by default; the official
             code starts stage 2 with a fresh classifier and every stage with fresh
             discriminators).
-        target_test_set: the test set whose hazy-branch mAP selects checkpoints.
+        target_test_set: the stage's headline test set (reported; it never selects a model).
         baseline_domains: the synthetic images the baseline trains on: ``["clear", "hazy"]``
             (the BoT-style comparison) or ``["clear"]`` (a model that never saw haze).
         max_nonfinite_steps: stop with :class:`NonFiniteLossError` after this many consecutive
@@ -153,6 +156,8 @@ class RVSLModule(pl.LightningModule):
         backbone: str = "resnet50_ibn_a",
         num_classes: int = 1,
         generator_width: int = 64,
+        backbone_width: int = 64,
+        discriminator_width: int = 64,
         stage: str = "syn_haze",
         loss: Mapping[str, float] | None = None,
         optimizer: OptimizerFactory = default_adam,
@@ -201,11 +206,11 @@ class RVSLModule(pl.LightningModule):
             )
         self.weights = recipes.stage_weights(stage, loss)
         self.prior_options = recipes.PriorOptions(**(priors or {}))
-        self.net = net or RVSLNet(backbone, num_classes, generator_width)
+        self.net = net or RVSLNet(backbone, num_classes, generator_width, backbone_width)
         if stage == "baseline":  # one encoder for both branches
             self.net.enc_clear = self.net.enc_hazy
-        self.disc_clear = PatchDiscriminator()
-        self.disc_hazy = PatchDiscriminator()
+        self.disc_clear = PatchDiscriminator(width=discriminator_width)
+        self.disc_hazy = PatchDiscriminator(width=discriminator_width)
         self.pool_clear = ImagePool(pool_size)
         self.pool_hazy = ImagePool(pool_size)
         self.gan_loss = LSGANLoss()
@@ -224,8 +229,9 @@ class RVSLModule(pl.LightningModule):
     # ------------------------------------------------------------------ set-up
     @property
     def monitor(self) -> str:
-        """The metric that selects checkpoints: hazy-branch mAP on the stage's target set."""
-        return f"val/{self.target_test_set}/hazy/mAP"
+        """The metric ``selection=val`` picks checkpoints by: hazy-branch mAP on VAL, training
+        identities held out for validation (never a test set)."""
+        return SELECTION_METRIC
 
     def load_weights_from(
         self, path: str | os.PathLike[str], classifier: bool = True, discriminators: bool = True

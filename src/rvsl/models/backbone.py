@@ -26,11 +26,12 @@ class Encoder(nn.Module):
 
     def __init__(self, spec: BackboneSpec) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        w = spec.width
+        self.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = make_layer(spec.block, 64, 64, spec.layers[0], stride=1, ibn=True)
+        self.layer1 = make_layer(spec.block, w, w, spec.layers[0], stride=1, ibn=True)
         init_resnet_(self)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:
@@ -46,10 +47,10 @@ class ReIDTrunk(nn.Module):
 
     def __init__(self, spec: BackboneSpec) -> None:
         super().__init__()
-        width = spec.block.expansion
-        self.layer2 = make_layer(spec.block, 64 * width, 128, spec.layers[1], stride=2, ibn=True)
-        self.layer3 = make_layer(spec.block, 128 * width, 256, spec.layers[2], stride=2, ibn=True)
-        self.layer4 = make_layer(spec.block, 256 * width, 512, spec.layers[3], stride=2, ibn=False)
+        w, e = spec.width, spec.block.expansion
+        self.layer2 = make_layer(spec.block, w * e, 2 * w, spec.layers[1], stride=2, ibn=True)
+        self.layer3 = make_layer(spec.block, 2 * w * e, 4 * w, spec.layers[2], stride=2, ibn=True)
+        self.layer4 = make_layer(spec.block, 4 * w * e, 8 * w, spec.layers[3], stride=2, ibn=False)
         init_resnet_(self)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:

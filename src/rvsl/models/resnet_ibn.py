@@ -10,6 +10,7 @@ official RVSL checkpoints load by name.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -98,20 +99,23 @@ Block = type[BasicBlock] | type[Bottleneck]
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Depth of a ResNet-IBN-a: block type and number of blocks in layers 1-4."""
+    """Depth of a ResNet-IBN-a: block type, number of blocks in layers 1-4, and the base width
+    (channels of the stem and of layer1's planes; 64 is every published ResNet, smaller widths
+    make a light network for CPU demos)."""
 
     block: Block
     layers: tuple[int, int, int, int]
+    width: int = 64
 
     @property
     def encoder_channels(self) -> int:
         """Channels of layer1's output, the encoders' common feature fed to the generators."""
-        return 64 * self.block.expansion
+        return self.width * self.block.expansion
 
     @property
     def feature_dim(self) -> int:
         """Channels of layer4's output, the ReID embedding size."""
-        return 512 * self.block.expansion
+        return 8 * self.width * self.block.expansion
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -122,14 +126,18 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def backbone_spec(name: str) -> BackboneSpec:
-    """Look a backbone up by its config name, with the valid names in the error."""
+def backbone_spec(name: str, width: int = 64) -> BackboneSpec:
+    """Look a backbone up by its config name, with the valid names in the error; ``width`` is
+    the base channel count (64: the standard network)."""
     try:
-        return BACKBONES[name]
+        spec = BACKBONES[name]
     except KeyError:
         raise ValueError(
             f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}"
         ) from None
+    if width < 8 or width % 8:
+        raise ValueError(f"backbone width must be a multiple of 8, at least 8, not {width}")
+    return dataclasses.replace(spec, width=width)
 
 
 def make_layer(

@@ -42,16 +42,17 @@ class RVSLNet(nn.Module):
         backbone: str = "resnet50_ibn_a",
         num_classes: int = 1,
         generator_width: int = 64,
+        backbone_width: int = 64,
     ) -> None:
         super().__init__()
-        spec = backbone_spec(backbone)
+        spec = backbone_spec(backbone, backbone_width)
         self.backbone = backbone
         self.num_classes = num_classes
         self.feature_dim = spec.feature_dim
         self.enc_clear = Encoder(spec)
         self.enc_hazy = Encoder(spec)
-        self.gen_hazy = Generator(spec.encoder_channels, generator_width)
-        self.gen_clear = Generator(spec.encoder_channels, generator_width)
+        self.gen_hazy = Generator(spec.encoder_channels, generator_width, spec.width)
+        self.gen_clear = Generator(spec.encoder_channels, generator_width, spec.width)
         self.trunk = ReIDTrunk(spec)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.bnneck = nn.BatchNorm1d(spec.feature_dim)
@@ -152,4 +153,5 @@ class RVSLNet(nn.Module):
             "backbone": self.backbone,
             "num_classes": self.num_classes,
             "generator_width": self.gen_clear.out.in_channels,
+            "backbone_width": self.enc_clear.conv1.out_channels,
         }
