@@ -185,6 +185,20 @@ def test_one_test_set_and_one_branch_can_be_chosen(compose_eval, checkpoint):
     assert list(results["test_sets"]["REAL_FOGGY"]) == ["clear"]
 
 
+def test_the_held_out_haze_is_evaluated_on_request(compose_eval, checkpoint, tiny_fvrid, tmp_path):
+    root = tmp_path / "with_heldout"
+    shutil.copytree(tiny_fvrid, root)
+    for split in ("query_foggy", "gallery_foggy"):  # any hazed copy of the real test images
+        shutil.copytree(root / "FVRID_real" / split, root / "FVRID_heldout" / split)
+    cfg = compose_eval(
+        f"checkpoint={checkpoint}", "test_set=real_heldout", "pictures=false", f"data.root={root}"
+    )
+    results = run(cfg)
+    assert list(results["test_sets"]) == ["REAL_HELDOUT"]
+    foggy = run(compose_eval(f"checkpoint={checkpoint}", "test_set=REAL_FOGGY", "pictures=false"))
+    assert results["test_sets"]["REAL_HELDOUT"] == foggy["test_sets"]["REAL_FOGGY"]
+
+
 def test_an_unknown_test_set_is_refused_with_the_valid_names(compose_eval, checkpoint):
     with pytest.raises(RunConfigError, match="test_set=FOGGY: unknown test set; expected one"):
         run(compose_eval(f"checkpoint={checkpoint}", "test_set=FOGGY"))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rvsl.data.check import evaluation_folders, require_valid_dataset
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.data.fvrid import TEST_SETS
+from rvsl.data.fvrid import FINAL_ONLY_TEST_SETS, TEST_SETS
 from rvsl.engine.disk import DiskFullError
 from rvsl.engine.evaluate import (
     EvalOptions,
@@ -34,13 +34,15 @@ log = logging.getLogger("rvsl-eval")
 
 
 def parse_test_set(choice: str) -> list[str]:
-    """``all`` or one name (any case) -> test set names; an unknown name is an error."""
+    """``all`` (FVRID's three) or one name (any case), optional ones such as REAL_HELDOUT
+    included -> test set names; an unknown name is an error."""
     if str(choice).lower() == "all":
         return list(TEST_SETS)
     name = str(choice).upper()
-    if name not in TEST_SETS:
+    known = [*TEST_SETS, *FINAL_ONLY_TEST_SETS]
+    if name not in known:
         raise RunConfigError(
-            f"test_set={choice}: unknown test set; expected one of {', '.join(TEST_SETS)} or all"
+            f"test_set={choice}: unknown test set; expected one of {', '.join(known)} or all"
         )
     return [name]
 
@@ -57,8 +59,12 @@ def pick_device(choice: str) -> torch.device:
 def prepare_data(cfg: DictConfig, names: list[str]) -> RVSLDataModule:
     """The datamodule of ``names`` with its test folders checked: bad data fails here."""
     try:
-        datamodule: RVSLDataModule = hydra.utils.instantiate(cfg.data, test_sets=names)
+        final = [n for n in names if n in FINAL_ONLY_TEST_SETS]  # optional sets, e.g. held-out
+        datamodule: RVSLDataModule = hydra.utils.instantiate(
+            cfg.data, test_sets=[n for n in names if n not in final], final_test_sets=final
+        )
         require_valid_dataset(datamodule.root, folders=evaluation_folders(names), fast=True)
+        datamodule.add_final_test_sets()
         datamodule.setup("test")
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"data: {err.__cause__ or err}") from err
