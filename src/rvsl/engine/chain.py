@@ -16,7 +16,7 @@ An entry is a stage name or a mapping:
 Every entry is composed from the same configs and command-line overrides as a single-stage run,
 with its own run sub-folder, and the chain ends with the comparison of
 :mod:`rvsl.engine.summary` in the run folder (``summary.md``, ``summary.json``,
-``summary.png``, ``rank_list_baseline_vs_rvsl.png``). ``ckpt_path=last`` with
+``summary.png``, ``rank_list_baseline_vs_rvsl.png``, ``val_curves.png``). ``ckpt_path=last`` with
 ``hydra.run.dir=`` the interrupted chain's folder resumes each stage from its own ``last.ckpt``;
 stages that had not begun start afresh.
 """
@@ -36,6 +36,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rvsl.engine.adabn import run_adabn
+from rvsl.engine.curves import CURVES_PICTURE, val_curves_picture
 from rvsl.engine.pictures import save_png
 from rvsl.engine.preflight import RunConfigError
 from rvsl.engine.summary import (
@@ -130,6 +131,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     configs: dict[str, DictConfig] = {}
     previous_rvsl = cfg.get("init_from")  # what an RVSL entry without from: starts from
+    previous_rvsl_name: str | None = None
+    starts: dict[str, str | None] = {}  # trained entry -> the entry whose weights it continues
     for entry in chain:
         start = _starting_checkpoint(entry, results, previous_rvsl)
         if entry.source and start is None:
@@ -146,13 +149,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             user_overrides, entry, root / entry.name, start=start, resume=resume
         )
         results[entry.name] = train(configs[entry.name])
+        starts[entry.name] = entry.source or (
+            None if entry.stage == BASELINE else previous_rvsl_name
+        )
         if entry.stage != BASELINE:
             previous_rvsl = selected_model(results[entry.name])[0] or previous_rvsl
+            previous_rvsl_name = entry.name
     models = {name: model_info(by_name[name], configs[name]) for name in results}
     summary = summarize(results, models)
     write_summary(summary, root)
     log.info("results of the chain:\n%s", to_markdown(summary))
     draw_rank_list_comparison(summary, configs, root)
+    draw_val_curves(starts, configs, root)
     last = results.get(chain[-1].name, {})
     return {"best_model_score": last.get("best_model_score"), "stages": results}
 
@@ -214,6 +222,17 @@ def model_info(entry: ChainEntry, cfg: DictConfig) -> ModelInfo:
     )
 
 
+def draw_val_curves(
+    starts: Mapping[str, str | None], configs: Mapping[str, DictConfig], root: Path
+) -> Path | None:
+    """``val_curves.png``: VAL mAP per labelled-data epoch of every trained entry (see
+    :mod:`rvsl.engine.curves`); None when no entry validated on VAL."""
+    folders = {name: Path(configs[name].paths.output_dir) for name in starts}
+    epochs = {name: int(configs[name].trainer.max_epochs) for name in starts}
+    picture = val_curves_picture(folders, starts, epochs)
+    return None if picture is None else save_png(picture, root / CURVES_PICTURE)
+
+
 def draw_rank_list_comparison(
     summary: Mapping[str, Any], configs: Mapping[str, DictConfig], root: Path
 ) -> Path | None:
@@ -232,6 +251,7 @@ def draw_rank_list_comparison(
         return None
     cfg = configs[roles["rvsl"]]
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.add_final_test_sets()  # REAL_FOGGY may be evaluated after fitting only
     datamodule.setup("validate")
     if TARGET_SET not in datamodule.val_set_names:
         return None

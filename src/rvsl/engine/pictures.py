@@ -235,3 +235,37 @@ def grouped_bar_chart(
         _draw_group(draw, plot, left, group, column, bar_width, small)
     _draw_legend(draw, plot_right + 20, plot.top, list(series), font)
     return np.asarray(canvas)
+
+
+def line_chart(
+    series: dict[str, list[tuple[float, float]]], title: str, x_label: str, width: int = 420
+) -> np.ndarray:
+    """A line chart drawn with Pillow: one polyline with dots per series of (x, y) points, a
+    legend on the right. The y axis runs from 0 to the largest value rounded up to 20, the x
+    axis from 0 to the largest x."""
+    points = [p for line in series.values() for p in line]
+    y_max = max(20.0, math.ceil(max((y for _, y in points), default=0.0) / 20) * 20)
+    x_max = max((x for x, _ in points), default=1.0) or 1.0
+    font, small = _font(14), _font(11)
+    plot = _Plot(left=50, top=40, height=260, y_max=y_max)
+    right = plot.left + width
+    legend_width = max((_text_size(font, name)[0] for name in series), default=0) + 40
+    canvas = Image.new("RGB", (right + legend_width + 20, plot.base + 44), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((plot.left, 10), title, fill=INK, font=font)
+    _draw_y_axis(draw, plot, right, small)
+    for tick in range(int(x_max) + 1):
+        x = plot.left + round(width * tick / x_max)
+        draw.line([(x, plot.base), (x, plot.base + 4)], fill=AXIS)
+        draw.text((x - 3, plot.base + 6), str(tick), fill=AXIS, font=small)
+    draw.text(
+        (right - _text_size(small, x_label)[0], plot.base + 24), x_label, fill=AXIS, font=small
+    )
+    for index, line in enumerate(series.values()):
+        xy = [(plot.left + round(width * x / x_max), plot.y(y)) for x, y in sorted(line)]
+        if len(xy) > 1:
+            draw.line(xy, fill=_colour(index), width=2)
+        for x, y in xy:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=_colour(index))
+    _draw_legend(draw, right + 20, plot.top, list(series), font)
+    return np.asarray(canvas)
