@@ -28,7 +28,12 @@ def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(
         "data.image_size=[32,32]",
         "data.batch_size=8",
         "data.real_batch_size=8",
-        "chain=[{stage:baseline,max_epochs:1},{stage:syn_haze,max_epochs:1},"
+        "data.val_identities=3",
+        "chain=[{stage:baseline,name:clear_only,max_epochs:1,"
+        "overrides:['model.baseline_domains=[clear]']},"
+        "{stage:baseline,from:clear_only,max_epochs:1},"
+        "{stage:adabn,name:baseline_adabn,from:baseline,batches:2},"
+        "{stage:syn_haze,from:clear_only,max_epochs:1},"
         "{stage:real_clear,max_epochs:1},{stage:real_haze,max_epochs:1}]",
     )
     hydra.utils.instantiate(cfg.data)  # builds the world: the data cache
@@ -42,15 +47,25 @@ def test_the_demo_chain_builds_its_world_trains_every_stage_and_reports(
     assert {p: after.get(p) for p in before} == before  # no data file changed or vanished
     written_elsewhere = [p for p in after if p not in before and root not in p.parents]
     assert written_elsewhere == []  # training writes only into its run folder
-    rows = json.loads((root / "summary.json").read_text())["rows"]
-    stages = ["baseline", "syn_haze", "real_clear", "real_haze"]
-    assert [r["model"] for r in rows] == stages  # one row per model
-    assert all({"SYN", "REAL_CLEAR", "REAL_FOGGY"} <= set(r["hazy"]) for r in rows)
+    summary = json.loads((root / "summary.json").read_text())
+    rows = summary["rows"]
+    trained = ["clear_only", "baseline", "syn_haze", "real_clear", "real_haze"]
+    assert [r["model"] for r in rows] == [*trained[:2], "baseline_adabn", *trained[2:]]
+    assert summary["roles"] == {
+        "clear_only": "clear_only", "baseline": "baseline",
+        "adabn": "baseline_adabn", "rvsl": "real_haze",
+    }  # fmt: skip
+    # every test set, the held-out haze included, once on each model's final weights
+    test_sets = {"SYN", "REAL_CLEAR", "REAL_FOGGY", "REAL_HELDOUT", "VAL"}
+    assert all(set(r["hazy"]) == test_sets for r in rows)
     assert all(0 <= v["mAP"] <= 100 for r in rows for v in r["hazy"].values())
-    dehazers = [r["dehaze"] for r in rows if r["stage"] != "baseline"]
+    assert all(r["selection"].startswith("last epoch") for r in rows if r["stage"] != "adabn")
+    dehazers = [r["dehaze"] for r in rows if r["stage"] in ("syn_haze", "real_clear", "real_haze")]
     assert len(dehazers) == 3 and all(0 < d["ssim"] <= 1 and d["psnr"] > 0 for d in dehazers)
-    for stage in stages:
+    for stage in trained:
         assert (root / stage / "pictures" / "rank_list_REAL_FOGGY.png").is_file()
     assert (root / "real_haze" / "pictures" / "dehazing_SYN.png").is_file()
+    for picture in ("summary.png", "val_curves.png", "rank_list_baseline_vs_rvsl.png"):
+        assert (root / picture).is_file()
     # each stage reports the checkpoint its selection rule picked (never a test set's best)
     assert all(Path(m["selected_model_path"]).is_file() for m in result["stages"].values())
