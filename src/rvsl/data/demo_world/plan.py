@@ -2,11 +2,12 @@
 writes one identity's images.
 
 Identities are disjoint between the five groups (syn train, syn test, real clear train, real
-hazy train, real test). The real test identities are shared by REAL_CLEAR and REAL_FOGGY: the
-same renders, once through the clear real pipeline and once through the hazy one, so the
-REAL_CLEAR vs REAL_FOGGY gap measures haze alone. Query/gallery: per identity, one or two query
-images from one camera; the gallery holds 4-6 images from the other cameras and, sometimes, one
-from the query camera (ignored by the protocol).
+hazy train, real test). The real test identities are shared by REAL_CLEAR, REAL_FOGGY and
+REAL_HELDOUT: the same renders, through the clear real pipeline, the real haze and the held-out
+haze (:mod:`.heldout`, with their clean scenes and depths), so the gaps measure haze alone.
+Query/gallery: per identity, one or two query images from one camera; the gallery holds 4-6
+images from the other cameras and, sometimes, one from the query camera (ignored by the
+protocol).
 
 FVRID_syn holds clean renders (PNG) and their hazy twins by the scattering model on the exact
 depth, ``beta ~ U(1, 5)``, gray ``A ~ U(0.4, 1)`` (:class:`rvsl.data.haze.HazeSynthesizer`).
