@@ -120,7 +120,7 @@ def test_a_two_process_cpu_run_trains_validates_and_writes_each_file_once(tiny_f
     assert "recommended to use `self.log(" not in output  # training logs average every rank
 
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert checkpoints == ["best-epoch000.ckpt", "last.ckpt"]  # no -v1 duplicate, no temp file
+    assert checkpoints == ["last.ckpt"]  # selection=last: one file, no duplicate, no temp file
     assert output.count("lr x2 (linear, world size 2)") == 1  # rank zero only
 
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

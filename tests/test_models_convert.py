@@ -61,6 +61,7 @@ def test_converted_checkpoints_load_safely_with_weights_only(tmp_path, official_
         "backbone": "resnet50_ibn_a",
         "num_classes": 10,
         "generator_width": 64,
+        "backbone_width": 64,
     }
     assert all(k.startswith("net.") for k in ckpt["state_dict"])
 
