@@ -73,7 +73,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.flop_counter import FlopCounterMode
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.module import RVSLModule
+from rvsl.training.module import RVSLModule
 
 RECIPES = ("default", "paper")
 # the recipe keys that change what a training step computes or loads

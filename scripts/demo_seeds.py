@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rvsl.engine.summary import MAIN_SETS, TARGET_SET, TIE_POINTS
+from rvsl.evaluation.summary import MAIN_SETS, TARGET_SET, TIE_POINTS
 
 ABLATIONS = {"no_ea": "loss.ea=0", "no_p2p": "loss.p2p=0", "no_prior": "loss.prior=0"}
 RVSL_STAGES = ("syn_haze", "real_clear", "real_haze")

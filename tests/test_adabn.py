@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from rvsl.engine.adabn import adapt_batchnorm, adapt_reid_network
 from rvsl.models.checkpoint import load_net, load_untrusted
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training.adabn import adapt_batchnorm, adapt_reid_network
 
 
 class TwoPaths(nn.Module):
@@ -89,7 +89,7 @@ def test_a_reid_network_adapts_its_reid_path_only_and_keeps_its_weights(shared_e
 
 
 def test_an_adabn_chain_entry_adapts_the_baselines_checkpoint_into_a_summary_row(compose_train):
-    from rvsl.engine.chain import run
+    from rvsl.training.chain import run
 
     cfg = compose_train(
         "chain=[baseline,{stage:adabn,name:baseline_adabn,from:baseline}]",

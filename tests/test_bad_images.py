@@ -25,7 +25,8 @@ from rvsl.data.check import check_dataset, require_valid_dataset, required_folde
 from rvsl.data.datasets import ImageDataset, RetrievalDataset, SyntheticPairDataset
 from rvsl.data.skip_counter import SkippedImagesCounter, skipped_indices
 from rvsl.data.transforms import ImageReadError
-from rvsl.engine.train import RunConfigError, prepare_data, train
+from rvsl.training.train import prepare_data, train
+from rvsl.utils.config import RunConfigError
 
 TRUNCATED_CLEAR = "FVRID_syn/train_clear/0003_c1_000.png"
 RANDOM_HAZY = "FVRID_syn/train_foggy/0005_c2_001.png"

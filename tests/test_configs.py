@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-from rvsl.engine.train import train
+from rvsl.training.train import train
 
 PUBLIC_OVERRIDES = [
     "data=fvrid",

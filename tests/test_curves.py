@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rvsl.engine.curves import chain_offsets, read_val_curve, val_curves_picture
+from rvsl.evaluation.curves import chain_offsets, read_val_curve, val_curves_picture
 
 
 def write_metrics(folder: Path, rows: list[dict[str, str]]) -> None:

@@ -18,8 +18,8 @@ import sys
 import pytest
 import torch
 
-from rvsl.engine.module import RVSLModule, scaled_lr
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training.module import RVSLModule, scaled_lr
 
 MAIN_LR, DISC_LR = 1e-4, 2e-4  # conf/model/rvsl.yaml
 
@@ -71,7 +71,7 @@ def test_configure_optimizers_scales_every_optimizer_before_its_schedule(
         lr_scaling=rule,
     )
     monkeypatch.setattr(RVSLModule, "_world_size", lambda self: 4)
-    with caplog.at_level(logging.INFO, logger="rvsl.engine.module"):
+    with caplog.at_level(logging.INFO, logger="rvsl.training.module"):
         configs = module.configure_optimizers()
     assert len(configs) == 3  # main + both discriminators (stage 2)
     for config, base in zip(configs, (MAIN_LR, DISC_LR, DISC_LR), strict=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import hydra
 
-from rvsl.engine.chain import run
+from rvsl.training.chain import run
 
 
 def file_hashes(folder: Path) -> dict[Path, str]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from rvsl.engine import recipes
-from rvsl.engine.chain import parse_chain
+from rvsl.training import objectives
+from rvsl.training.chain import parse_chain
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -116,9 +116,9 @@ def test_a_zero_weight_removes_its_stage_3_terms_from_the_loss():
     hazy = torch.rand(2, 3, 16, 16)
     removed = {"ea": ["ea"], "p2p": ["p2p"], "prior": ["dcp", "tv", "cr"]}
     for weight, terms in removed.items():
-        w = recipes.stage_weights("real_haze", {weight: 0.0})
-        loss = recipes.real_hazy_cycle(
-            out, hazy, w, lambda fake: fake.mean() * 0, "cycle_hazy", recipes.PriorOptions()
+        w = objectives.stage_weights("real_haze", {weight: 0.0})
+        loss = objectives.real_hazy_cycle(
+            out, hazy, w, lambda fake: fake.mean() * 0, "cycle_hazy", objectives.PriorOptions()
         )
         assert all(float(loss[t]) == 0.0 for t in terms)
         assert all(float(v) != 0.0 for k, v in loss.items() if k not in terms and k != "adv")
@@ -152,7 +152,7 @@ def test_main_runs_one_rvsl_train_per_seed_then_aggregates(tmp_path, monkeypatch
 def test_a_chain_entry_with_from_starts_from_that_entrys_selected_checkpoint(
     compose_train, monkeypatch
 ):
-    from rvsl.engine import chain
+    from rvsl.training import chain
 
     cfg = compose_train(
         "chain=[syn_haze,real_clear,real_haze,"
@@ -181,7 +181,7 @@ def test_a_chain_entry_with_from_starts_from_that_entrys_selected_checkpoint(
 
 
 def test_a_chain_whose_from_names_no_earlier_entry_fails_before_training():
-    from rvsl.engine.preflight import RunConfigError
+    from rvsl.utils.config import RunConfigError
 
     with pytest.raises(RunConfigError, match="from: real_clear must name an earlier"):
         parse_chain(["syn_haze", {"stage": "real_haze", "from": "real_clear"}, "real_clear"])

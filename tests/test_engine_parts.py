@@ -1,4 +1,4 @@
-"""The training engine's small parts: image history pool, LR schedules, loss recipes."""
+"""The training engine's small parts: image history pool, LR schedules, loss objectives."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 import yaml
 
 from official_schedule import official_lr
-from rvsl.engine import recipes
-from rvsl.engine.image_pool import ImagePool
-from rvsl.engine.schedules import linear_decay, warmup_multistep
 from rvsl.losses import TripletLoss
+from rvsl.training import objectives
+from rvsl.training.image_pool import ImagePool
+from rvsl.training.schedules import linear_decay, warmup_multistep
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -91,16 +91,16 @@ def test_schedules_resume_from_their_state_dict():
     assert _lrs(sched2, opt2, 3) == pytest.approx(_lrs(sched, opt, 3))
 
 
-@pytest.mark.parametrize("stage", recipes.STAGES)
+@pytest.mark.parametrize("stage", objectives.STAGES)
 def test_the_stage_configs_carry_the_papers_weights(stage):
     config = yaml.safe_load((CONF / "stage" / f"{stage}.yaml").read_text())
     assert config["stage"] == stage
-    assert config["loss"] == recipes.DEFAULT_WEIGHTS[stage]
+    assert config["loss"] == objectives.DEFAULT_WEIGHTS[stage]
 
 
 def test_a_mistyped_loss_weight_is_rejected_with_the_valid_names():
     with pytest.raises(ValueError, match=r"\['eaa'\] do not exist in stage 'real_haze'.*dcp"):
-        recipes.stage_weights("real_haze", {"eaa": 1.0})
+        objectives.stage_weights("real_haze", {"eaa": 1.0})
 
 
 def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
@@ -116,9 +116,9 @@ def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
         "gen_clear": torch.rand(b, 3, 8, 8),
         "gen_hazy": torch.rand(b, 3, 8, 8),
     }
-    w = recipes.stage_weights("syn_haze")
+    w = objectives.stage_weights("syn_haze")
     triplet = TripletLoss(0.3)
-    terms = recipes.synthetic_pair(
+    terms = objectives.synthetic_pair(
         out,
         clear,
         hazy,
@@ -140,7 +140,7 @@ def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
         + 0.5 * f.l1_loss(out["global_clear"], out["global_hazy"])
         + 0.5 * (2.0 + 4.0) / 2
     )
-    torch.testing.assert_close(recipes.total(terms), expected)
+    torch.testing.assert_close(objectives.total(terms), expected)
 
 
 def test_the_stage3_priors_can_follow_the_reference_quirks():
@@ -152,16 +152,16 @@ def test_the_stage3_priors_can_follow_the_reference_quirks():
         "gen_clear": torch.rand(3, 3, 16, 16) * 2 - 1,
         "cycle_hazy": torch.rand(3, 3, 16, 16),
     }
-    w = recipes.stage_weights("real_haze")
+    w = objectives.stage_weights("real_haze")
     zero = lambda g: g.sum() * 0  # noqa: E731
-    sensible = recipes.real_hazy_cycle(out, z, w, zero, "cycle_hazy", recipes.PriorOptions())
-    quirky = recipes.real_hazy_cycle(
+    sensible = objectives.real_hazy_cycle(out, z, w, zero, "cycle_hazy", objectives.PriorOptions())
+    quirky = objectives.real_hazy_cycle(
         out,
         z,
         w,
         zero,
         "gen_clear",
-        recipes.PriorOptions(
+        objectives.PriorOptions(
             dark_channel_target="one", first_image_only=True, remap_from_minus_one=True
         ),
     )

@@ -1,4 +1,4 @@
-"""``rvsl-eval`` and ``rvsl.engine.evaluate``: the standard protocol on every test set."""
+"""``rvsl-eval`` and ``rvsl.evaluation.evaluate``: the standard protocol on every test set."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from rvsl.cli.eval import run
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.evaluate import (
+from rvsl.evaluation.evaluate import (
     EvalOptions,
     EvaluationError,
     SplitFeatures,
@@ -21,10 +21,10 @@ from rvsl.engine.evaluate import (
     extract_features,
     rank_split,
 )
-from rvsl.engine.train import RunConfigError
 from rvsl.metrics import evaluate_rank, pairwise_distance
 from rvsl.models.checkpoint import CheckpointError, save_net
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.utils.config import RunConfigError
 
 
 @pytest.fixture(scope="module")

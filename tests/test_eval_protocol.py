@@ -12,13 +12,13 @@ from torch import nn
 
 from rvsl.cli.eval import run
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.evaluate import EvalOptions, EvaluationError, extract_features
-from rvsl.engine.module import RVSLModule
-from rvsl.engine.train import RunConfigError
+from rvsl.evaluation.evaluate import EvalOptions, EvaluationError, extract_features
 from rvsl.metrics import RetrievalMetric
 from rvsl.metrics.restoration import dehazing_quality
 from rvsl.models.checkpoint import save_net
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training.module import RVSLModule
+from rvsl.utils.config import RunConfigError
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import torch
 
 from rvsl.data.loaders import RestartingLoader, ResumableLoader, SeededItems
 from rvsl.data.samplers import PKSampler, ShuffleSampler
-from rvsl.engine.image_pool import ImagePool
-from rvsl.engine.train import train
+from rvsl.training.image_pool import ImagePool
+from rvsl.training.train import train
 
 FAST = [
     "trainer.accelerator=cpu",  # bit-exact weights: no cuDNN

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rvsl.engine.checkpointing import AtomicCheckpointIO, atomic_torch_save
-from rvsl.engine.train import RunConfigError, build_trainer, resolve_ckpt_path, train
+from rvsl.training.checkpointing import AtomicCheckpointIO
+from rvsl.training.train import build_trainer, resolve_ckpt_path, train
+from rvsl.utils.config import RunConfigError
+from rvsl.utils.files import atomic_torch_save
 
 STEPS_PER_EPOCH = 12  # 6 batches x (main + hazy discriminator) optimizer steps
 EPOCHS = 2
@@ -228,7 +230,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temp_file(tmp_path,
 
 KEEPS_SAVING = """
 import sys, torch
-from rvsl.engine.checkpointing import atomic_torch_save
+from rvsl.utils.files import atomic_torch_save
 for i in range(10_000):
     atomic_torch_save({"i": i, "x": torch.full((4_000_000,), float(i))}, sys.argv[1])
     print(i, flush=True)
@@ -301,7 +303,7 @@ def test_ckpt_path_may_name_the_interrupted_run_folder(tmp_path):
 
 
 def test_a_resumed_chain_resumes_each_begun_stage_and_starts_the_others(compose_train, monkeypatch):
-    from rvsl.engine import chain
+    from rvsl.training import chain
 
     cfg = compose_train("chain=[baseline,syn_haze,real_haze]", "ckpt_path=last")
     root = Path(cfg.paths.output_dir)
@@ -339,7 +341,7 @@ class FakeTrainer:
 
 
 def test_last_checkpoint_counts_batches_not_optimizer_steps_and_skips_an_epochs_last(tmp_path):
-    from rvsl.engine.checkpointing import LastCheckpoint
+    from rvsl.training.checkpointing import LastCheckpoint
 
     callback, trainer = LastCheckpoint(str(tmp_path), every_n_batches=2), FakeTrainer()
     for batch in range(6):
@@ -353,7 +355,7 @@ def test_last_checkpoint_counts_batches_not_optimizer_steps_and_skips_an_epochs_
 def test_sigterm_saves_unless_it_came_during_validation_and_other_errors_do_not(tmp_path):
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from rvsl.engine.checkpointing import LastCheckpoint
+    from rvsl.training.checkpointing import LastCheckpoint
 
     for trainer, error, saved in [
         (FakeTrainer(), SIGTERMException(), [0]),

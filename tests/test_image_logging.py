@@ -18,11 +18,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from tensorboardX.proto import event_pb2
 from torch import nn
 
-from rvsl.engine import callbacks as callbacks_module
-from rvsl.engine.callbacks import DehazingPanelCallback
-from rvsl.engine.image_logging import log_picture
-from rvsl.engine.pictures import dehazing_panel
-from rvsl.engine.train import train
+from rvsl.evaluation.image_logging import log_picture
+from rvsl.evaluation.pictures import dehazing_panel
+from rvsl.training import callbacks as callbacks_module
+from rvsl.training.callbacks import DehazingPanelCallback
+from rvsl.training.train import train
 
 
 def _picture(h: int = 20, w: int = 30, seed: int = 0) -> np.ndarray:

@@ -12,8 +12,9 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torchvision.models import resnet18
 
-from rvsl.engine.module import RVSLModule
-from rvsl.engine.train import RunConfigError, resolve_precision, train
+from rvsl.training.module import RVSLModule
+from rvsl.training.train import resolve_precision, train
+from rvsl.utils.config import RunConfigError
 
 
 def test_an_fvrid_run_without_imagenet_weights_is_refused_naming_the_setting_and_file(
@@ -42,7 +43,7 @@ def test_a_later_stage_needs_no_imagenet_weights_because_it_starts_from_a_checkp
             "init_from": "/runs/stage1/best.ckpt",
         }
     )
-    from rvsl.engine.train import check_initialisation
+    from rvsl.training.train import check_initialisation
 
     check_initialisation(cfg)  # no error
     with open_dict(cfg):
@@ -52,7 +53,7 @@ def test_a_later_stage_needs_no_imagenet_weights_because_it_starts_from_a_checkp
 
 
 def test_the_demo_world_trains_from_scratch_without_being_told():
-    from rvsl.engine.train import DEMO_DATA, check_initialisation
+    from rvsl.training.train import DEMO_DATA, check_initialisation
 
     cfg = OmegaConf.create(
         {"model": {"pretrained": None}, "data": {"_target_": DEMO_DATA, "root": "/d"}}

@@ -15,9 +15,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 
-from rvsl.engine import recipes
-from rvsl.engine.module import NonFiniteLossError, RVSLModule
-from rvsl.engine.train import build_trainer
+from rvsl.training import objectives
+from rvsl.training.module import NonFiniteLossError, RVSLModule
+from rvsl.training.train import build_trainer
 
 PARTS = ("net", "disc_clear", "disc_hazy")
 
@@ -45,14 +45,14 @@ def _fit(cfg, model, datamodule, max_steps, callbacks=(), checkpointing=False):
 
 def _nan_in_ea_at(monkeypatch, batches):
     """The ``ea`` loss term is NaN in the given training batches (counted by its calls)."""
-    ea, calls = recipes.embedding_alignment, []
+    ea, calls = objectives.embedding_alignment, []
 
     def faulty(*args, **kwargs):
         calls.append(None)
         value = ea(*args, **kwargs)
         return value * float("nan") if len(calls) - 1 in batches else value
 
-    monkeypatch.setattr(recipes, "embedding_alignment", faulty)
+    monkeypatch.setattr(objectives, "embedding_alignment", faulty)
 
 
 class ParameterRecorder(pl.Callback):
@@ -84,7 +84,7 @@ def test_a_nan_loss_term_skips_the_main_update_only_and_training_goes_on(
     assert model.hparams.max_nonfinite_steps == 5  # conf/model/rvsl.yaml
     _nan_in_ea_at(monkeypatch, {1})
     recorder = ParameterRecorder()
-    with caplog.at_level(logging.WARNING, logger="rvsl.engine.module"):
+    with caplog.at_level(logging.WARNING, logger="rvsl.training.module"):
         trainer = _fit(cfg, model, data, max_steps=3 + 2 + 3, callbacks=[recorder])
 
     assert trainer.state.finished and trainer.global_step == 8  # the skipped step is not counted
@@ -115,7 +115,7 @@ def test_nan_generated_images_skip_their_discriminator_and_stay_out_of_its_pool(
 
     model.net.gen_clear.register_forward_hook(nan_at_batch_1)
     recorder = ParameterRecorder()
-    with caplog.at_level(logging.WARNING, logger="rvsl.engine.module"):
+    with caplog.at_level(logging.WARNING, logger="rvsl.training.module"):
         _fit(cfg, model, data, max_steps=3 + 1 + 3, callbacks=[recorder])
 
     assert recorder.changed[1] == {"net": False, "disc_clear": False, "disc_hazy": True}
@@ -138,11 +138,11 @@ def test_nan_gradients_from_a_finite_loss_skip_the_update(compose_train, monkeyp
         def backward(ctx, grad):
             return torch.full_like(grad, float("nan"))
 
-    ea = recipes.embedding_alignment
-    monkeypatch.setattr(recipes, "embedding_alignment", lambda *a: NaNGradient.apply(ea(*a)))
+    ea = objectives.embedding_alignment
+    monkeypatch.setattr(objectives, "embedding_alignment", lambda *a: NaNGradient.apply(ea(*a)))
     cfg, model, data = _tiny(compose_train)
     recorder = ParameterRecorder()
-    with caplog.at_level(logging.WARNING, logger="rvsl.engine.module"):
+    with caplog.at_level(logging.WARNING, logger="rvsl.training.module"):
         _fit(cfg, model, data, max_steps=2, callbacks=[recorder])
 
     assert recorder.changed[0] == {"net": False, "disc_clear": True, "disc_hazy": True}
@@ -218,7 +218,7 @@ def test_a_negative_max_nonfinite_steps_is_rejected():
 
 
 def test_the_streak_stops_after_its_limit_and_names_each_reason_once():
-    from rvsl.engine.nonfinite import NonFiniteStreak
+    from rvsl.training.nonfinite import NonFiniteStreak
 
     streak = NonFiniteStreak(limit=2)
     streak.add("NaN/Inf loss terms: real/dcp")

@@ -14,11 +14,11 @@ from torchvision.transforms import v2
 
 from official_schedule import official_lr
 from rvsl.data.transforms import ERASE_MEAN, RandomErasingDraws, RandomScaleCenterCrop
-from rvsl.engine import recipes
-from rvsl.engine.module import RVSLModule
 from rvsl.losses import discriminator_loss
+from rvsl.training import objectives
+from rvsl.training.module import RVSLModule
 
-PAPER_PRIORS = recipes.PriorOptions(
+PAPER_PRIORS = objectives.PriorOptions(
     dark_channel_target="one",
     first_image_only=True,
     remap_from_minus_one=True,
@@ -67,7 +67,7 @@ def test_the_paper_recipe_switches_every_reference_behaviour_on(compose_train):
 def test_the_default_recipe_keeps_every_switch_at_its_sensible_value(compose_train):
     cfg = compose_train("stage=real_haze")
     model, datamodule = _build(cfg)
-    assert model.prior_options == recipes.PriorOptions()
+    assert model.prior_options == objectives.PriorOptions()
     assert model.hparams.adversarial_pairing == "consistent"
     assert dict(cfg.model.inherit) == {"classifier": True, "discriminators": True}
     assert cfg.model.scheduler.warmup_epochs == 10 and cfg.model.scheduler.epoch_offset == 0
@@ -124,7 +124,7 @@ def _full_size_step(stage: str, compose_train) -> dict[str, tuple[int, ...]]:
             "real": {"image": torch.rand(r, 3, h, h)},
         }
         terms, outs = model._generator_terms(batch)
-        recipes.total(terms).backward()
+        objectives.total(terms).backward()
         main = [p for n, p in model.net.named_parameters() if p.requires_grad]
         assert all(p.grad is not None for p in main)
         jobs = model._discriminator_jobs(batch, outs)
@@ -152,7 +152,7 @@ def test_one_full_size_paper_step_of_stage_3_runs_on_the_cpu(compose_train):
 
 
 def test_the_paper_chain_trains_end_to_end_on_a_cpu(compose_train):
-    from rvsl.engine.chain import run
+    from rvsl.training.chain import run
 
     cfg = compose_train("experiment=paper")
     stages = run(cfg)["stages"]

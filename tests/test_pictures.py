@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rvsl.engine.pictures import GREEN, RED, dehazing_panel, rank_list, shown_gallery
+from rvsl.evaluation.pictures import GREEN, RED, dehazing_panel, rank_list, shown_gallery
 from rvsl.metrics.restoration import dehazing_quality
 
 

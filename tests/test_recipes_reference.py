@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rvsl.engine import recipes
 from rvsl.losses import (
     colinear_relation_loss,
     dark_channel_loss,
     midc_loss,
     total_variation_loss,
 )
+from rvsl.training import objectives
 
 PRIOR = 0.01  # the stages' shared prior weight
 REFERENCE_INPUTS = {"first_image_only": True, "remap_from_minus_one": True}
@@ -48,25 +48,25 @@ def stage2_batch(size=(48, 50)):
     return out, x
 
 
-def stage3(opts: recipes.PriorOptions, out, z):
-    w = recipes.stage_weights("real_haze")
-    return recipes.real_hazy_cycle(out, z, w, zero_adversary, "cycle_hazy", opts)
+def stage3(opts: objectives.PriorOptions, out, z):
+    w = objectives.stage_weights("real_haze")
+    return objectives.real_hazy_cycle(out, z, w, zero_adversary, "cycle_hazy", opts)
 
 
-def stage2(opts: recipes.PriorOptions, out, x):
-    w = recipes.stage_weights("real_clear")
-    return recipes.real_clear_cycle(out, x, w, zero_adversary, "cycle_clear", opts)
+def stage2(opts: objectives.PriorOptions, out, x):
+    w = objectives.stage_weights("real_clear")
+    return objectives.real_clear_cycle(out, x, w, zero_adversary, "cycle_clear", opts)
 
 
 def test_the_defaults_are_the_sensible_behaviour():
-    opts = recipes.PriorOptions()
+    opts = objectives.PriorOptions()
     assert (opts.first_image_only, opts.remap_from_minus_one) == (False, False)
     assert (opts.tv_border, opts.airlight) == ("inner", "mean")
 
 
 def test_by_default_stage3_priors_see_the_whole_batch_as_given():
     out, z = stage3_batch()
-    terms = stage3(recipes.PriorOptions(), out, z)
+    terms = stage3(objectives.PriorOptions(), out, z)
     gc = out["gen_clear"]
     torch.testing.assert_close(terms["dcp"], PRIOR * 0.5 * dark_channel_loss(gc))
     torch.testing.assert_close(terms["tv"], PRIOR * 2.0 * total_variation_loss(gc))
@@ -75,20 +75,20 @@ def test_by_default_stage3_priors_see_the_whole_batch_as_given():
 
 def test_reference_stage3_remaps_only_the_dcp_and_tv_image_and_keeps_the_first_image():
     out, z = stage3_batch()
-    terms = stage3(recipes.PriorOptions(**REFERENCE_INPUTS), out, z)
+    terms = stage3(objectives.PriorOptions(**REFERENCE_INPUTS), out, z)
     first = out["gen_clear"][:1]
     remapped = (first + 1) / 2
     torch.testing.assert_close(terms["dcp"], PRIOR * 0.5 * dark_channel_loss(remapped))
     torch.testing.assert_close(terms["tv"], PRIOR * 2.0 * total_variation_loss(remapped))
     torch.testing.assert_close(terms["cr"], PRIOR * 0.05 * colinear_relation_loss(first, z[:1]))
-    whole = stage3(recipes.PriorOptions(), out, z)
+    whole = stage3(objectives.PriorOptions(), out, z)
     for name in ("ea", "p2p", "adv"):  # the non-prior terms keep the whole batch
         torch.testing.assert_close(terms[name], whole[name])
 
 
 def test_the_remap_alone_keeps_the_whole_batch_and_leaves_cr_alone():
     out, z = stage3_batch()
-    terms = stage3(recipes.PriorOptions(remap_from_minus_one=True), out, z)
+    terms = stage3(objectives.PriorOptions(remap_from_minus_one=True), out, z)
     gc = out["gen_clear"]
     torch.testing.assert_close(terms["tv"], PRIOR * 2.0 * total_variation_loss((gc + 1) / 2))
     torch.testing.assert_close(terms["cr"], PRIOR * 0.05 * colinear_relation_loss(gc, z))
@@ -96,8 +96,8 @@ def test_the_remap_alone_keeps_the_whole_batch_and_leaves_cr_alone():
 
 def test_stage2_priors_ignore_the_stage3_switches():
     out, x = stage2_batch()
-    sensible = stage2(recipes.PriorOptions(), out, x)
-    reference = stage2(recipes.PriorOptions(**REFERENCE_INPUTS), out, x)
+    sensible = stage2(objectives.PriorOptions(), out, x)
+    reference = stage2(objectives.PriorOptions(**REFERENCE_INPUTS), out, x)
     assert sensible.keys() == reference.keys()
     for name in sensible:
         assert torch.equal(sensible[name], reference[name]), name
@@ -108,7 +108,7 @@ def test_stage2_priors_ignore_the_stage3_switches():
 
 def test_the_tv_border_switch_reaches_the_stage3_tv_term():
     out, z = stage3_batch()
-    terms = stage3(recipes.PriorOptions(tv_border="zero_pad"), out, z)
+    terms = stage3(objectives.PriorOptions(tv_border="zero_pad"), out, z)
     expected = total_variation_loss(out["gen_clear"], border="zero_pad")
     torch.testing.assert_close(terms["tv"], PRIOR * 2.0 * expected)
     assert not torch.allclose(expected, total_variation_loss(out["gen_clear"]))
@@ -116,7 +116,7 @@ def test_the_tv_border_switch_reaches_the_stage3_tv_term():
 
 @pytest.mark.parametrize("size", [(48, 50), (24, 20)])  # k = 2 and k = 1 (A = 0) brightest
 def test_the_airlight_switch_reaches_the_cr_term_of_both_stages(size):
-    opts = recipes.PriorOptions(airlight="reference")
+    opts = objectives.PriorOptions(airlight="reference")
     out, z = stage3_batch(size)
     expected = colinear_relation_loss(out["gen_clear"], z, airlight="reference")
     torch.testing.assert_close(stage3(opts, out, z)["cr"], PRIOR * 0.05 * expected)
@@ -132,4 +132,4 @@ def test_the_airlight_switch_reaches_the_cr_term_of_both_stages(size):
 )
 def test_an_unknown_option_value_is_refused_by_name(name, value):
     with pytest.raises(ValueError, match=f"priors.{name}"):
-        recipes.PriorOptions(**{name: value})
+        objectives.PriorOptions(**{name: value})

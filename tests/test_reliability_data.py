@@ -22,7 +22,8 @@ from rvsl.data import demo_world as dw
 from rvsl.data import fog, fvrid
 from rvsl.data.check import check_dataset
 from rvsl.data.transforms import ImageReadError, load_image
-from rvsl.engine.train import RunConfigError, prepare_data
+from rvsl.training.train import prepare_data
+from rvsl.utils.config import RunConfigError
 
 SIZE = (32, 32)
 TINY = 0.01  # 2 identities per group

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from rvsl.cli.export import main as export_main
-from rvsl.engine.run_folder import MARK, claim_features_file, claim_run_folder
-from rvsl.engine.train import RunConfigError
 from rvsl.export import export_onnx
 from rvsl.models import RVSLNet, save_net
+from rvsl.utils.config import RunConfigError
+from rvsl.utils.run_folder import MARK, claim_features_file, claim_run_folder
 
 
 def hashes(folder: Path) -> dict[str, str]:

@@ -17,15 +17,16 @@ from unittest.mock import Mock
 import pytest
 import torch
 
-from rvsl.engine.disk import DiskFullError
-from rvsl.engine.preflight import (
+from rvsl.models.checkpoint import CheckpointError, save_net
+from rvsl.training.preflight import (
     RunFolderCheck,
     check_resume_checkpoint,
     image_size_problem,
     smallest_square_size,
 )
-from rvsl.engine.train import RunConfigError, resolve_ckpt_path, train
-from rvsl.models.checkpoint import CheckpointError, save_net
+from rvsl.training.train import resolve_ckpt_path, train
+from rvsl.utils.config import RunConfigError
+from rvsl.utils.files import DiskFullError
 
 QUICK = ("model.generator_width=8", "test_after_fit=false")
 BIN = Path(sys.executable).parent
@@ -37,7 +38,7 @@ class TrainingStartedError(Exception):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr("rvsl.engine.train.build_trainer", Mock(side_effect=TrainingStartedError))
+    monkeypatch.setattr("rvsl.training.train.build_trainer", Mock(side_effect=TrainingStartedError))
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_every_folder_a_run_reads_is_one_the_pre_flight_check_checked(compose_tr
     clear twins in the dehazing panel and the stage report."""
     import rvsl.data.datasets as datasets
     import rvsl.data.fvrid as fvrid
-    import rvsl.engine.train as engine
+    import rvsl.training.train as engine
 
     checked: list[str] = []
     read: set[Path] = set()

@@ -23,8 +23,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from rvsl.engine.requeue import requeue_on_signal, resume_on_restart, slurm_job_id
-from rvsl.engine.train import train
+from rvsl.training.requeue import requeue_on_signal, resume_on_restart, slurm_job_id
+from rvsl.training.train import train
 
 AT_BATCH = 2  # the warning comes after this many batches; baseline: one optimizer step each
 BATCHES = 4  # of the one epoch: 6 identities x 4 images, batches of 3 x 2
@@ -230,7 +230,7 @@ def test_other_ranks_stop_after_rank_zero_has_requeued_and_wait_for_slurm_to_end
 ):
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from rvsl.engine import requeue
+    from rvsl.training import requeue
 
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     monkeypatch.setattr(rank_zero_only, "rank", 1)

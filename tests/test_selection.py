@@ -15,7 +15,8 @@ import torch
 
 from conftest_data import make_fvrid, write_split
 from rvsl.cli.train import objective
-from rvsl.engine.train import RunConfigError, train
+from rvsl.training.train import train
+from rvsl.utils.config import RunConfigError
 
 VAL_MAP = "val/VAL/hazy/mAP"
 EPOCHS = 2

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from rvsl.engine.module import RVSLModule
-from rvsl.engine.train import RunConfigError, train
 from rvsl.models.checkpoint import load_untrusted
+from rvsl.training.module import RVSLModule
+from rvsl.training.train import train
+from rvsl.utils.config import RunConfigError
 
 
 def _module(**options) -> RVSLModule:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rvsl.engine.summary import (
+from rvsl.evaluation.summary import (
     FALLBACK_SELECTION,
     ModelInfo,
     rank_list_comparison,

@@ -13,8 +13,9 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
-from rvsl.engine.train import RunConfigError, build_trainer, train
 from rvsl.models import load_net
+from rvsl.training.train import build_trainer, train
+from rvsl.utils.config import RunConfigError
 
 TEST_SETS = ("SYN", "REAL_CLEAR", "REAL_FOGGY")
 
@@ -157,7 +158,7 @@ def test_the_baseline_shares_one_encoder_between_both_branches(compose_train):
 
 
 def test_the_chain_runs_each_stage_from_the_previous_stages_selected_checkpoint(compose_train):
-    from rvsl.engine.chain import run
+    from rvsl.training.chain import run
 
     cfg = compose_train("chain=[baseline,syn_haze,real_haze]", "test_after_fit=true")
     result = run(cfg)
@@ -192,7 +193,7 @@ def test_resuming_with_ckpt_path_last_continues_the_global_step(compose_train):
 
 
 def test_a_batch_size_that_is_not_a_multiple_of_k_fails_before_training(compose_train):
-    from rvsl.engine.train import RunConfigError
+    from rvsl.utils.config import RunConfigError
 
     with pytest.raises(RunConfigError, match=r"data.batch_size \(5\) must be a positive multiple"):
         train(compose_train("data.batch_size=5"))
@@ -224,7 +225,7 @@ def test_a_multi_process_run_in_a_local_sweep_is_refused(compose_train):
 
 
 def test_a_missing_data_root_fails_before_training_naming_the_folder(compose_train, tmp_path):
-    from rvsl.engine.train import RunConfigError
+    from rvsl.utils.config import RunConfigError
 
     with pytest.raises(RunConfigError, match="nowhere"):
         train(compose_train(f"data.root={tmp_path / 'nowhere'}"))
@@ -234,7 +235,7 @@ def test_stage3_without_a_real_hazy_folder_fails_before_training(compose_train, 
     import shutil
 
     from conftest_data import make_fvrid
-    from rvsl.engine.train import RunConfigError
+    from rvsl.utils.config import RunConfigError
 
     root = make_fvrid(tmp_path / "FVRID")
     shutil.rmtree(root / "FVRID_real" / "train_foggy")
@@ -265,7 +266,7 @@ def test_a_bad_setting_stops_rvsl_train_with_one_sentence_and_exit_code_2(tiny_f
 
 
 def test_a_clear_only_baseline_never_looks_at_a_hazy_image():
-    from rvsl.engine.module import RVSLModule
+    from rvsl.training.module import RVSLModule
 
     torch.manual_seed(0)
     model = RVSLModule(
@@ -285,7 +286,7 @@ def test_a_clear_only_baseline_never_looks_at_a_hazy_image():
 
 
 def test_a_chain_entry_may_name_itself_and_carry_its_own_overrides():
-    from rvsl.engine.chain import ChainEntry, parse_entry
+    from rvsl.training.chain import ChainEntry, parse_entry
 
     assert parse_entry("real_haze") == ChainEntry("real_haze", "real_haze")
     entry = {

@@ -17,9 +17,9 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from rvsl.engine import loggers
-from rvsl.engine.loggers import finish_runs, wandb_credentials, wandb_logger, wandb_mode
-from rvsl.engine.train import train
+from rvsl.training.train import train
+from rvsl.utils import loggers
+from rvsl.utils.loggers import finish_runs, wandb_credentials, wandb_logger, wandb_mode
 
 FAKE_KEY = "local-" + "0123456789" * 4  # the format of a key; never sent anywhere
 
@@ -131,7 +131,7 @@ def test_a_training_run_logs_config_scalars_and_pictures_to_an_offline_run(
 
 def test_without_credentials_it_goes_offline_with_one_warning_naming_wandb_sync(tmp_path, caplog):
     assert wandb_credentials() is None
-    with caplog.at_level(logging.WARNING, logger="rvsl.engine.loggers"):
+    with caplog.at_level(logging.WARNING, logger="rvsl.utils.loggers"):
         logger = wandb_logger(save_dir=str(tmp_path / "run"), task_name="train")
     assert logger._wandb_init["mode"] == "offline"
     [warning] = caplog.records
@@ -214,7 +214,7 @@ def test_runs_of_a_multirun_share_a_group_named_after_the_sweep_folder(compose_t
 
 def test_importing_rvsl_does_not_import_wandb():
     code = (
-        "import sys, rvsl.engine.train, rvsl.engine.loggers, rvsl.engine.image_logging; "
+        "import sys, rvsl.training.train, rvsl.utils.loggers, rvsl.evaluation.image_logging; "
         "assert 'wandb' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,19 +16,19 @@ from omegaconf import DictConfig, OmegaConf
 from rvsl.data.check import evaluation_folders, require_valid_dataset
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.data.fvrid import FINAL_ONLY_TEST_SETS, TEST_SETS
-from rvsl.engine.disk import DiskFullError
-from rvsl.engine.evaluate import (
+from rvsl.evaluation.evaluate import (
     EvalOptions,
     EvaluationError,
     evaluate,
     log_results,
     results_table,
 )
-from rvsl.engine.preflight import image_size_problem
-from rvsl.engine.run_folder import claim_features_file, claim_run_folder
-from rvsl.engine.train import RunConfigError, instantiate_group
 from rvsl.inference import Reidentifier
 from rvsl.models.checkpoint import CheckpointError
+from rvsl.training.preflight import image_size_problem
+from rvsl.utils.config import RunConfigError, instantiate_group
+from rvsl.utils.files import DiskFullError
+from rvsl.utils.run_folder import claim_features_file, claim_run_folder
 
 log = logging.getLogger("rvsl-eval")
 

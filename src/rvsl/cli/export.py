@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rvsl.engine.preflight import image_size_problem
 from rvsl.export import (
     BRANCHES,
     DEFAULT_OPSET,
@@ -28,6 +27,7 @@ from rvsl.export import (
     verify_onnx,
 )
 from rvsl.models.checkpoint import CheckpointError, load_net
+from rvsl.training.preflight import image_size_problem
 
 PROG = "rvsl-export"
 #: Largest max abs error (features or dehazed pixels) accepted between ONNX Runtime and PyTorch.

@@ -12,13 +12,13 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from rvsl.engine.chain import run
-from rvsl.engine.disk import DiskFullError
-from rvsl.engine.module import NonFiniteLossError
-from rvsl.engine.preflight import RESUME_KEYS
-from rvsl.engine.run_folder import claim_run_folder
-from rvsl.engine.train import RunConfigError
 from rvsl.models.checkpoint import CheckpointError
+from rvsl.training.chain import run
+from rvsl.training.module import NonFiniteLossError
+from rvsl.training.preflight import RESUME_KEYS
+from rvsl.utils.config import RunConfigError
+from rvsl.utils.files import DiskFullError
+from rvsl.utils.run_folder import claim_run_folder
 
 log = logging.getLogger("rvsl-train")
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rvsl.engine.checkpointing import atomic_write
-from rvsl.engine.pictures import captioned, grouped_bar_chart, save_png, side_by_side
-from rvsl.engine.report import rank_list_picture
+from rvsl.evaluation.pictures import captioned, grouped_bar_chart, save_png, side_by_side
+from rvsl.evaluation.report import rank_list_picture
 from rvsl.models.checkpoint import load_net
+from rvsl.utils.files import atomic_write
 
 MAIN_SETS = ("REAL_CLEAR", "REAL_FOGGY", "SYN")  # then any other set measured (VAL, ...)
 TARGET_SET = "REAL_FOGGY"

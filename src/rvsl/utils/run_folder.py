@@ -17,11 +17,12 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from rvsl.engine.train import RunConfigError
+from rvsl.utils.config import RunConfigError
 
 MARK = ".rvsl-run"
 HYDRA_OWN = (".hydra",)
-#: How the arrays of an ``export_features`` file end (``rvsl.engine.evaluate._exported_arrays``).
+#: How the arrays of an ``export_features`` file end
+#: (``rvsl.evaluation.evaluate._exported_arrays``).
 FEATURE_ARRAYS = ("_features", "_pids", "_camids", "_is_query", "_paths")
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.pictures import dehazing_panel, rank_list, save_png, shown_gallery
+from rvsl.evaluation.pictures import dehazing_panel, rank_list, save_png, shown_gallery
 from rvsl.metrics.distance import METRICS, pairwise_distance
 from rvsl.metrics.rank import evaluate_rank
 from rvsl.metrics.rerank import k_reciprocal_rerank
@@ -352,7 +352,7 @@ def log_results(loggers: Iterable[Any], results: dict[str, Any], step: int = 0) 
     """Send the metrics (``test/<SET>/<branch>/<metric>``) and pictures to Lightning loggers."""
     from PIL import Image
 
-    from rvsl.engine.image_logging import log_picture
+    from rvsl.evaluation.image_logging import log_picture
 
     loggers = list(loggers)
     metrics: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """NaN/Inf in GAN training: checks that cost one sync each, and the streak that stops a run.
 
-:class:`~rvsl.engine.module.RVSLModule` skips an optimizer's update whose loss or gradients
+:class:`~rvsl.training.module.RVSLModule` skips an optimizer's update whose loss or gradients
 are not finite. These helpers decide that cheaply and name the culprits; a
 :class:`NonFiniteStreak` of ``limit`` skipped main updates in a row ends the run with
 :class:`NonFiniteLossError`, whose message says what went wrong and how to resume.

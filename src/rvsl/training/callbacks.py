@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
-from rvsl.engine.image_logging import log_picture
-from rvsl.engine.pictures import dehazing_panel
+from rvsl.evaluation.image_logging import log_picture
+from rvsl.evaluation.pictures import dehazing_panel
 
 
 def _first_images(

@@ -4,12 +4,12 @@ Stage 1 (``syn_haze``) steps three optimizers per batch: encoders + trunk + gene
 then the clear discriminator, then the hazy one. Stages 2 (``real_clear``) and 3
 (``real_haze``) step two: the main optimizer on the auxiliary synthetic loss plus the
 real-branch loss, then the discriminator of the real branch's domain. The loss recipes
-live in :mod:`rvsl.engine.recipes`; every weight comes from the config.
+live in :mod:`rvsl.training.objectives`; every weight comes from the config.
 
 A NaN/Inf loss (GAN training can blow up) skips that optimizer's update with a warning;
 ``max_nonfinite_steps`` such main-loss steps in a row stop the run with
 :class:`NonFiniteLossError`, which names the terms and the last checkpoint to resume from
-(the checks and the streak live in :mod:`rvsl.engine.nonfinite`).
+(the checks and the streak live in :mod:`rvsl.training.nonfinite`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,16 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
-from rvsl.engine import recipes
-from rvsl.engine.evaluate import embed_batch
-from rvsl.engine.image_pool import ImagePool
-from rvsl.engine.nonfinite import (
+from rvsl.evaluation.evaluate import embed_batch
+from rvsl.losses import LSGANLoss, TripletLoss, discriminator_loss
+from rvsl.metrics import RetrievalMetric
+from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, _short, load_untrusted
+from rvsl.models.discriminator import PatchDiscriminator
+from rvsl.models.pretrained import load_pretrained_backbone
+from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training import objectives
+from rvsl.training.image_pool import ImagePool
+from rvsl.training.nonfinite import (
     NonFiniteLossError,
     NonFiniteStreak,
     newest_checkpoint,
@@ -38,13 +44,7 @@ from rvsl.engine.nonfinite import (
     nonfinite_terms,
     update_is_finite,
 )
-from rvsl.engine.preflight import SELECTION_METRIC
-from rvsl.losses import LSGANLoss, TripletLoss, discriminator_loss
-from rvsl.metrics import RetrievalMetric
-from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, _short, load_untrusted
-from rvsl.models.discriminator import PatchDiscriminator
-from rvsl.models.pretrained import load_pretrained_backbone
-from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training.preflight import SELECTION_METRIC
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -117,7 +117,7 @@ class RVSLModule(pl.LightningModule):
         stage: ``syn_haze`` (1), ``real_clear`` (2), ``real_haze`` (3), or ``baseline``: the
             BoT-style comparison, ReID only (CE + triplet) on synthetic clear and hazy images
             through ONE encoder (both branches share it), no generators, no discriminators.
-        loss: loss-weight overrides for the stage (see ``recipes.DEFAULT_WEIGHTS``).
+        loss: loss-weight overrides for the stage (see ``objectives.DEFAULT_WEIGHTS``).
         optimizer, disc_optimizer: partial optimizers (``params`` missing).
         scheduler, disc_scheduler: partial per-epoch schedulers (``optimizer`` missing) or None.
         pool_size: history of generated images per discriminator (CycleGAN: 50).
@@ -125,7 +125,7 @@ class RVSLModule(pl.LightningModule):
         label_smoothing: for the cross entropy.
         adversarial_pairing: ``consistent`` (the stage-2/3 adversarial term scores the image
             its discriminator is trained on) or ``reference`` (the official pairing).
-        priors: :class:`recipes.PriorOptions` fields (quirk switches, patch sizes).
+        priors: :class:`objectives.PriorOptions` fields (quirk switches, patch sizes).
         gradient_clip_val: clip the main optimizer's gradient norm; None = off.
         pretrained: local ImageNet ResNet(-IBN-a) weights for the encoders and the trunk;
             None or ``"scratch"``: random initialisation.
@@ -204,8 +204,8 @@ class RVSLModule(pl.LightningModule):
             raise ValueError(
                 f"baseline_domains must name 'clear' and/or 'hazy', not {list(baseline_domains)}"
             )
-        self.weights = recipes.stage_weights(stage, loss)
-        self.prior_options = recipes.PriorOptions(**(priors or {}))
+        self.weights = objectives.stage_weights(stage, loss)
+        self.prior_options = objectives.PriorOptions(**(priors or {}))
         self.net = net or RVSLNet(backbone, num_classes, generator_width, backbone_width)
         if stage == "baseline":  # one encoder for both branches
             self.net.enc_clear = self.net.enc_hazy
@@ -361,13 +361,13 @@ class RVSLModule(pl.LightningModule):
             pids = syn["pid"].repeat(len(domains))
             global_feat, feat = self.net.reid(self.net.enc_hazy(images))
             logits = self.net.classifier(feat)
-            terms = recipes.reid_only(logits, global_feat, pids, w, self.triplet, smoothing)
+            terms = objectives.reid_only(logits, global_feat, pids, w, self.triplet, smoothing)
             chunks = dict(zip(domains, logits.chunk(len(domains)), strict=True))
             out = {f"logits_{b}": chunks.get(b, next(iter(chunks.values()))) for b in BRANCHES}
             return {f"syn/{k}": v for k, v in terms.items()}, {"syn": out}
         out = self.net(syn["clear"], syn["hazy"])
         if self.stage == "syn_haze":
-            syn_terms = recipes.synthetic_pair(
+            syn_terms = objectives.synthetic_pair(
                 out,
                 syn["clear"],
                 syn["hazy"],
@@ -379,14 +379,14 @@ class RVSLModule(pl.LightningModule):
                 self._adversary(self.disc_hazy),
             )
             return {f"syn/{k}": v for k, v in syn_terms.items()}, {"syn": out}
-        syn_terms = recipes.synthetic_pair(
+        syn_terms = objectives.synthetic_pair(
             out, syn["clear"], syn["hazy"], syn["pid"], w, self.triplet, smoothing, prefix="aux_"
         )
         real = batch["real"]["image"]
         reference = self.hparams.adversarial_pairing == "reference"
         if self.stage == "real_clear":
             real_out = self.net.forward_real_clear(real)
-            real_terms = recipes.real_clear_cycle(
+            real_terms = objectives.real_clear_cycle(
                 real_out,
                 real,
                 w,
@@ -396,7 +396,7 @@ class RVSLModule(pl.LightningModule):
             )
         else:
             real_out = self.net.forward_real_hazy(real)
-            real_terms = recipes.real_hazy_cycle(
+            real_terms = objectives.real_hazy_cycle(
                 real_out,
                 real,
                 w,
@@ -448,7 +448,7 @@ class RVSLModule(pl.LightningModule):
 
         self.toggle_optimizer(opt_main)
         terms, outs = self._generator_terms(batch)
-        loss = recipes.total(terms)
+        loss = objectives.total(terms)
         clip = self.hparams.gradient_clip_val
         main_skip = self._backward_and_step(opt_main, "main", loss, terms, clip)
         self.untoggle_optimizer(opt_main)

@@ -1,4 +1,4 @@
-"""Checkpoints that survive kills: atomic writes, and a ``last.ckpt`` kept fresh for resuming.
+"""Checkpoints that survive kills: written atomically, and a ``last.ckpt`` kept fresh for resuming.
 
 :class:`AtomicCheckpointIO` writes every Lightning checkpoint to a temporary file beside the
 target and renames it into place, so a kill while saving leaves the previous file whole.
@@ -10,15 +10,14 @@ keeps a resumed run's CSV metrics. :func:`selected_checkpoint` names the checkpo
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -29,74 +28,10 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from rvsl.engine.disk import disk_full_names
-from rvsl.engine.rng_state import collect_rng_states, restore_rng_states
+from rvsl.training.rng_state import collect_rng_states, restore_rng_states
+from rvsl.utils.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
-_TMP_INFIX = ".tmp-"
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_TMP_INFIX}{os.getpid()}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Temporary files of ``path`` left by killed processes (a SIGKILL leaves one behind)."""
-    for tmp in path.parent.glob(f".{path.name}{_TMP_INFIX}*"):
-        pid = tmp.name.rsplit(_TMP_INFIX, 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable: fsync the folder (not possible on every OS or filesystem)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
-    """``write(handle)`` to ``.<name>.tmp-<pid>`` in the target's folder, fsync, then rename.
-
-    ``os.replace`` within one folder is atomic on POSIX: readers see the old file or the new
-    one, never a partial one. A full disk (or quota) raises ``DiskFullError`` naming
-    ``path``; the previous file is kept and the temporary one removed.
-    """
-    path = Path(path)
-    with disk_full_names(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
-        tmp = _temp_path(path)
-        try:
-            with open(tmp, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    _fsync_dir(path.parent)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` through :func:`atomic_write`. (Lightning's own save goes through an fsspec
-    transaction whose temporary file lives in /tmp, and across filesystems that final move is a
-    copy.)"""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -155,7 +90,7 @@ class LastCheckpoint(Checkpoint):
       restores their places (``rvsl.data.loaders``), and augmentations are seeded per item, so
       the batches after a resume, pixels included, are the uninterrupted run's;
     * every checkpoint carries the global random states (torch, CUDA, numpy, python;
-      ``rng_states``, see ``rvsl.engine.rng_state``), set again when training starts, so
+      ``rng_states``, see ``rvsl.training.rng_state``), set again when training starts, so
       image-pool draws continue too.
 
     A save is skipped on the last batch of an epoch: Lightning would resume from it as if the

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rvsl.data.fvrid import VAL_SET
 from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted
+from rvsl.utils.config import RunConfigError
 
 if TYPE_CHECKING:  # rvsl-export checks sizes without loading Lightning
     import pytorch_lightning as pl
@@ -39,10 +40,6 @@ _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 SELECTIONS = ("last", "val")
 #: the only metric that may choose a model: hazy-branch mAP on held-out training identities
 SELECTION_METRIC = f"val/{VAL_SET}/hazy/mAP"
-
-
-class RunConfigError(ValueError):
-    """A configuration that cannot train; raised before any work starts, with the setting named."""
 
 
 # ------------------------------------------------------------------------------ image size
@@ -96,7 +93,7 @@ def _number(cfg: DictConfig, key: str) -> Any:
 
 def check_settings(cfg: DictConfig) -> None:
     """Settings that cannot train, checked from the config alone (before the data is read)."""
-    from rvsl.engine.module import STAGE_DISCRIMINATORS
+    from rvsl.training.module import STAGE_DISCRIMINATORS
 
     stage = str(cfg.model.get("stage", cfg.get("stage")))
     size = cfg.data.get("image_size")

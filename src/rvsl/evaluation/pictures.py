@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-from rvsl.engine.checkpointing import atomic_write
+from rvsl.utils.files import atomic_write
 
 GREEN = (0.1, 0.8, 0.1)
 RED = (0.9, 0.1, 0.1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rvsl.engine.pictures import line_chart
+from rvsl.evaluation.pictures import line_chart
 
 VAL_MAP = "val/VAL/hazy/mAP"
 CURVES_PICTURE = "val_curves.png"

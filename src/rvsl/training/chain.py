@@ -10,12 +10,12 @@ An entry is a stage name or a mapping:
   that checkpoint (the demo starts the baseline and RVSL from the same clear-only model).
 * ``{stage: adabn, name, from, overrides, batches}`` takes the checkpoint selected for the
   entry named by ``from``, re-estimates its BatchNorm statistics on the real hazy training
-  images (:mod:`rvsl.engine.adabn`; ``batches`` caps the batches, default one pass), and
+  images (:mod:`rvsl.training.adabn`; ``batches`` caps the batches, default one pass), and
   evaluates it like a trained stage: a comparison row, not a training stage.
 
 Every entry is composed from the same configs and command-line overrides as a single-stage run,
 with its own run sub-folder, and the chain ends with the comparison of
-:mod:`rvsl.engine.summary` in the run folder (``summary.md``, ``summary.json``,
+:mod:`rvsl.evaluation.summary` in the run folder (``summary.md``, ``summary.json``,
 ``summary.png``, ``rank_list_baseline_vs_rvsl.png``, ``val_curves.png``). ``ckpt_path=last`` with
 ``hydra.run.dir=`` the interrupted chain's folder resumes each stage from its own ``last.ckpt``;
 stages that had not begun start afresh.
@@ -35,11 +35,9 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rvsl.engine.adabn import run_adabn
-from rvsl.engine.curves import CURVES_PICTURE, val_curves_picture
-from rvsl.engine.pictures import save_png
-from rvsl.engine.preflight import RunConfigError
-from rvsl.engine.summary import (
+from rvsl.evaluation.curves import CURVES_PICTURE, val_curves_picture
+from rvsl.evaluation.pictures import save_png
+from rvsl.evaluation.summary import (
     TARGET_SET,
     ModelInfo,
     rank_list_comparison,
@@ -48,8 +46,10 @@ from rvsl.engine.summary import (
     to_markdown,
     write_summary,
 )
-from rvsl.engine.train import LAST_CKPT, train
 from rvsl.models.checkpoint import CheckpointError
+from rvsl.training.adabn import run_adabn
+from rvsl.training.train import LAST_CKPT, train
+from rvsl.utils.config import RunConfigError
 
 log = logging.getLogger(__name__)
 ADABN = "adabn"
@@ -226,7 +226,7 @@ def draw_val_curves(
     starts: Mapping[str, str | None], configs: Mapping[str, DictConfig], root: Path
 ) -> Path | None:
     """``val_curves.png``: VAL mAP per labelled-data epoch of every trained entry (see
-    :mod:`rvsl.engine.curves`); None when no entry validated on VAL."""
+    :mod:`rvsl.evaluation.curves`); None when no entry validated on VAL."""
     folders = {name: Path(configs[name].paths.output_dir) for name in starts}
     epochs = {name: int(configs[name].trainer.max_epochs) for name in starts}
     picture = val_curves_picture(folders, starts, epochs)

@@ -30,10 +30,12 @@ from torch.utils.data import DataLoader
 
 from rvsl.data import fvrid
 from rvsl.data.datasets import ImageDataset
-from rvsl.engine.checkpointing import SelectedCheckpoint, atomic_torch_save
-from rvsl.engine.train import build_trainer, evaluate_selected, instantiate_group, prepare_data
 from rvsl.models.checkpoint import load_untrusted
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training.checkpointing import SelectedCheckpoint
+from rvsl.training.train import build_trainer, evaluate_selected, prepare_data
+from rvsl.utils.config import instantiate_group
+from rvsl.utils.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
 ADAPTED_CKPT = Path("checkpoints") / "adapted.ckpt"  # in the entry's run folder

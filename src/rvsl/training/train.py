@@ -16,10 +16,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
-from rvsl.engine.checkpointing import SelectedCheckpoint, keep_csv_history, selected_checkpoint
-from rvsl.engine.disk import naming_last_good_checkpoint
-from rvsl.engine.module import SCRATCH
-from rvsl.engine.preflight import (
+from rvsl.evaluation.report import stage_report
+from rvsl.metrics.restoration import check_restoration
+from rvsl.models.pretrained import IBN_RELEASE_FILES
+from rvsl.training.checkpointing import SelectedCheckpoint, keep_csv_history, selected_checkpoint
+from rvsl.training.module import SCRATCH
+from rvsl.training.preflight import (
     SELECTION_METRIC,
     RunConfigError,
     check_resume_checkpoint,
@@ -28,25 +30,13 @@ from rvsl.engine.preflight import (
     same_run,
     warn_about_data,
 )
-from rvsl.engine.report import stage_report
-from rvsl.engine.requeue import requeue_on_signal, resume_on_restart
-from rvsl.metrics.restoration import check_restoration
-from rvsl.models.pretrained import IBN_RELEASE_FILES
+from rvsl.training.requeue import requeue_on_signal, resume_on_restart
+from rvsl.utils.config import instantiate_group
+from rvsl.utils.files import naming_last_good_checkpoint
 
 log = logging.getLogger(__name__)
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder; LastCheckpoint writes it
 DEMO_DATA = "rvsl.data.demo.demo_datamodule"  # the generated world trains from scratch
-
-
-def instantiate_group(cfg: DictConfig | None) -> list[Any]:
-    """Objects of a callbacks/logger group: every entry with a ``_target_``."""
-    if not cfg:
-        return []
-    return [
-        hydra.utils.instantiate(entry)
-        for entry in cfg.values()
-        if isinstance(entry, DictConfig) and "_target_" in entry
-    ]
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:

@@ -10,10 +10,10 @@ import torch
 from pytorch_lightning.loggers import Logger
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.engine.evaluate import extract_features
-from rvsl.engine.evaluate import rank_list_picture as draw_rank_lists
-from rvsl.engine.image_logging import log_picture
-from rvsl.engine.pictures import dehazing_panel, save_png
+from rvsl.evaluation.evaluate import extract_features
+from rvsl.evaluation.evaluate import rank_list_picture as draw_rank_lists
+from rvsl.evaluation.image_logging import log_picture
+from rvsl.evaluation.pictures import dehazing_panel, save_png
 from rvsl.metrics.distance import pairwise_distance
 from rvsl.metrics.restoration import dehazing_quality
 from rvsl.models.rvsl_net import RVSLNet

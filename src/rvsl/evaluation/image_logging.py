@@ -9,7 +9,7 @@ import numpy as np
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from rvsl.engine.pictures import save_png
+from rvsl.evaluation.pictures import save_png
 
 
 def picture_file_name(key: str, step: int | None = None) -> str:

@@ -1,4 +1,7 @@
-"""A full disk (or quota) while writing checkpoints and pictures: one sentence, not a traceback.
+"""Writing files safely: atomically (fsync + rename), and a full disk named in one sentence.
+
+:func:`atomic_write` is the one way this package writes a file a kill must not truncate
+(checkpoints, pictures, reports).
 
 The writers wrap their writes in :func:`disk_full_names` so the error names the file they were
 writing; :func:`naming_last_good_checkpoint` around a whole run adds the newest checkpoint that
@@ -10,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
 
 #: errno -> what it means for the user
 DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
@@ -88,3 +94,69 @@ def naming_last_good_checkpoint(folders: Iterable[str | os.PathLike[str]]) -> It
         if error is err:
             raise
         raise error from err
+
+
+_TMP_INFIX = ".tmp-"
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_INFIX}{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files of ``path`` left by killed processes (a SIGKILL leaves one behind)."""
+    for tmp in path.parent.glob(f".{path.name}{_TMP_INFIX}*"):
+        pid = tmp.name.rsplit(_TMP_INFIX, 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: fsync the folder (not possible on every OS or filesystem)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """``write(handle)`` to ``.<name>.tmp-<pid>`` in the target's folder, fsync, then rename.
+
+    ``os.replace`` within one folder is atomic on POSIX: readers see the old file or the new
+    one, never a partial one. A full disk (or quota) raises ``DiskFullError`` naming
+    ``path``; the previous file is kept and the temporary one removed.
+    """
+    path = Path(path)
+    with disk_full_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        tmp = _temp_path(path)
+        try:
+            with open(tmp, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    _fsync_dir(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` through :func:`atomic_write`. (Lightning's own save goes through an fsspec
+    transaction whose temporary file lives in /tmp, and across filesystems that final move is a
+    copy.)"""
+    atomic_write(path, lambda handle: torch.save(obj, handle))

@@ -1,1 +1,0 @@
-"""Training engine: the RVSL LightningModule, its loss recipes, image pools and LR schedules."""

@@ -1,0 +1,1 @@
+"""What training and evaluation share: atomic file writes, run folders, loggers, config helpers."""
