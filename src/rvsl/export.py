@@ -33,12 +33,11 @@ import torch
 from torch import nn
 
 from rvsl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from rvsl.models.rvsl_net import RVSLNet
+from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 
 DEFAULT_OPSET = 17  # run by every ONNX Runtime since 1.11 and by most other runtimes
 MIN_OPSET = 11  # Resize with align_corners
 MAX_OPSET = 20  # the TorchScript exporter's highest (torch.onnx._constants)
-BRANCHES = ("hazy", "clear")
 MANIFEST = "export.json"
 
 

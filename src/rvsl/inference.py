@@ -25,11 +25,10 @@ from rvsl.data.transforms import (
 from rvsl.metrics.distance import pairwise_distance
 from rvsl.models.checkpoint import CheckpointError, load_net, load_untrusted, unwrap_state_dict
 from rvsl.models.convert import load_official
-from rvsl.models.rvsl_net import RVSLNet
+from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 
 #: The paper's training and test size (H, W), used when a checkpoint records none.
 DEFAULT_IMAGE_SIZE = (384, 384)
-BRANCHES = ("clear", "hazy")
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 Images = ImageInput | Sequence[ImageInput]

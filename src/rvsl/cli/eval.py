@@ -25,7 +25,7 @@ from rvsl.evaluation.evaluate import (
 )
 from rvsl.inference import Reidentifier
 from rvsl.models.checkpoint import CheckpointError
-from rvsl.training.preflight import image_size_problem
+from rvsl.models.image_size import image_size_problem
 from rvsl.utils.config import RunConfigError, instantiate_group
 from rvsl.utils.files import DiskFullError
 from rvsl.utils.run_folder import claim_features_file, claim_run_folder

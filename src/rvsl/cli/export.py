@@ -27,7 +27,7 @@ from rvsl.export import (
     verify_onnx,
 )
 from rvsl.models.checkpoint import CheckpointError, load_net
-from rvsl.training.preflight import image_size_problem
+from rvsl.models.image_size import image_size_problem
 
 PROG = "rvsl-export"
 #: Largest max abs error (features or dehazed pixels) accepted between ONNX Runtime and PyTorch.

@@ -26,9 +26,8 @@ from rvsl.metrics.distance import METRICS, pairwise_distance
 from rvsl.metrics.rank import evaluate_rank
 from rvsl.metrics.rerank import k_reciprocal_rerank
 from rvsl.metrics.restoration import check_restoration, dehazing_quality
-from rvsl.models.rvsl_net import RVSLNet
+from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 
-BRANCHES = ("hazy", "clear")
 IMAGES = ("image", "clear")  # image tensors of a retrieval batch (``clear``: SYN's twins)
 REID_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 

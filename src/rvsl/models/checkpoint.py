@@ -113,18 +113,18 @@ def load_net(path: str | os.PathLike[str], map_location: str | torch.device = "c
         raise CheckpointError(
             f"{path}: weights do not fit the network it describes ({meta['net']}); "
             f"{len(mis_shaped)} tensors have other shapes (checkpoint vs network), e.g. "
-            f"{_short(mis_shaped, limit=3)}"
+            f"{short_list(mis_shaped, limit=3)}"
         )
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path}: weights do not fit the network it describes; missing: "
-            f"{_short(result.missing_keys)}; unexpected: {_short(result.unexpected_keys)}"
+            f"{short_list(result.missing_keys)}; unexpected: {short_list(result.unexpected_keys)}"
         )
     return net.to(map_location)
 
 
-def _short(keys: list[str], limit: int = 12) -> str:
+def short_list(keys: list[str], limit: int = 12) -> str:
     if not keys:
         return "none"
     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""

@@ -19,10 +19,10 @@ import torch
 
 from rvsl.models.checkpoint import (
     CheckpointError,
-    _short,
     load_untrusted,
     make_checkpoint,
     save_atomic,
+    short_list,
     unwrap_state_dict,
 )
 from rvsl.models.resnet_ibn import BACKBONES, Bottleneck
@@ -109,7 +109,7 @@ def official_to_net(state_dict: Mapping[str, torch.Tensor], source: str = "check
     if missing or unexpected:
         raise CheckpointError(
             f"{source}: does not match the RVSL network ({net.backbone}); missing: "
-            f"{_short(missing)}; unexpected keys: {_short(sorted(unexpected))}"
+            f"{short_list(missing)}; unexpected keys: {short_list(sorted(unexpected))}"
         )
     wrong_shape = [
         f"{old} {tuple(state[old].shape)} (expected {tuple(expected[new].shape)})"
@@ -117,7 +117,7 @@ def official_to_net(state_dict: Mapping[str, torch.Tensor], source: str = "check
         if state[old].shape != expected[new].shape
     ]
     if wrong_shape:
-        raise CheckpointError(f"{source}: tensors of the wrong shape: {_short(wrong_shape)}")
+        raise CheckpointError(f"{source}: tensors of the wrong shape: {short_list(wrong_shape)}")
     net.load_state_dict({new: state[old] for new, old in official_name.items()})
     return net
 

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted, unwrap_state_dict
+from rvsl.models.checkpoint import CheckpointError, load_untrusted, short_list, unwrap_state_dict
 from rvsl.models.rvsl_net import RVSLNet
 
 #: The IBN-Net v1.0 release file of each backbone (what ``model.pretrained`` expects).
@@ -72,8 +72,9 @@ def load_pretrained_backbone(net: RVSLNet, path: str | os.PathLike[str]) -> None
     unexpected = sorted(k for k in state if k not in backbone_keys)
     if missing or unexpected:
         raise PretrainedWeightsError(
-            f"{source}: does not fit backbone {net.backbone!r}; missing keys: {_short(missing)}; "
-            f"unexpected keys: {_short(unexpected)}"
+            f"{source}: does not fit backbone {net.backbone!r}; "
+            f"missing keys: {short_list(missing)}; "
+            f"unexpected keys: {short_list(unexpected)}"
         )
     own = net.state_dict()
     wrong_shape = [
@@ -84,7 +85,7 @@ def load_pretrained_backbone(net: RVSLNet, path: str | os.PathLike[str]) -> None
     if wrong_shape:
         raise PretrainedWeightsError(
             f"{source}: tensors of the wrong shape for backbone {net.backbone!r}: "
-            f"{_short(wrong_shape)}"
+            f"{short_list(wrong_shape)}"
         )
     with torch.no_grad():
         for dst, src in targets.items():

@@ -27,6 +27,9 @@ from rvsl.models.backbone import Encoder, EncoderOutput, ReIDTrunk
 from rvsl.models.generator import Generator
 from rvsl.models.resnet_ibn import backbone_spec
 
+#: the two embedding branches, the hazy one (the headline) first: ``feat_hazy``, ``feat_clear``
+BRANCHES = ("hazy", "clear")
+
 Branch = Literal["clear", "hazy", "both"]
 
 

@@ -30,10 +30,10 @@ from torch import Tensor, nn
 from rvsl.evaluation.evaluate import embed_batch
 from rvsl.losses import LSGANLoss, TripletLoss, discriminator_loss
 from rvsl.metrics import RetrievalMetric
-from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, _short, load_untrusted
+from rvsl.models.checkpoint import FORMAT_VERSION, CheckpointError, load_untrusted, short_list
 from rvsl.models.discriminator import PatchDiscriminator
 from rvsl.models.pretrained import load_pretrained_backbone
-from rvsl.models.rvsl_net import RVSLNet
+from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 from rvsl.training import objectives
 from rvsl.training.image_pool import ImagePool
 from rvsl.training.nonfinite import (
@@ -61,7 +61,6 @@ STAGE_DISCRIMINATORS = {
     "real_clear": ("disc_clear",),
     "real_haze": ("disc_hazy",),
 }
-BRANCHES = ("clear", "hazy")
 SCRATCH = "scratch"  # model.pretrained=scratch: random initialisation, said explicitly
 ADVERSARIAL_PAIRING = ("consistent", "reference")
 LR_SCALING = ("none", "linear", "sqrt")
@@ -260,8 +259,8 @@ class RVSLModule(pl.LightningModule):
         if wrong or missing:
             raise CheckpointError(
                 f"{path}: does not fit this network ({self.net.backbone}, "
-                f"{self.net.num_classes} classes); wrong shapes: {_short(wrong)}; "
-                f"missing: {_short(missing)}"
+                f"{self.net.num_classes} classes); wrong shapes: {short_list(wrong)}; "
+                f"missing: {short_list(missing)}"
             )
         self.load_state_dict(wanted, strict=False)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rvsl.models.checkpoint import _short
+from rvsl.models.checkpoint import short_list
 
 
 class NonFiniteLossError(RuntimeError):
@@ -108,7 +108,7 @@ class NonFiniteStreak:
         n = self.count
         what = f"the main update was skipped in {n} consecutive training step{'s' * (n > 1)}"
         if buffers:
-            what += f" and NaN/Inf reached the buffers {_short(list(buffers))}"
+            what += f" and NaN/Inf reached the buffers {short_list(list(buffers))}"
         elif corrupted:
             what += " and NaN/Inf reached batch-norm statistics on another process"
         if checkpoint is None:

@@ -1,10 +1,5 @@
 """Checks a run makes before any work: a setting that cannot train stops it with one sentence
-naming the setting (:class:`RunConfigError`); one that trains badly gets a warning.
-
-Image sizes follow from the network (found by running it): the InstanceNorm half of every
-ResNet-IBN-a block in layer3 sees the image at 1/16 (``ceil``) and needs at least 2 positions;
-the PatchGAN discriminators halve the image four times (``floor``) and normalise that map too.
-"""
+naming the setting (:class:`RunConfigError`); one that trains badly gets a warning."""
 
 from __future__ import annotations
 
@@ -26,7 +21,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rvsl.data.fvrid import VAL_SET
-from rvsl.models.checkpoint import CheckpointError, _short, load_untrusted
+from rvsl.models.checkpoint import CheckpointError, load_untrusted, short_list
+from rvsl.models.image_size import image_size_problem
 from rvsl.utils.config import RunConfigError
 
 if TYPE_CHECKING:  # rvsl-export checks sizes without loading Lightning
@@ -40,50 +36,6 @@ _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 SELECTIONS = ("last", "val")
 #: the only metric that may choose a model: hazy-branch mAP on held-out training identities
 SELECTION_METRIC = f"val/{VAL_SET}/hazy/mAP"
-
-
-# ------------------------------------------------------------------------------ image size
-def image_size_problem(
-    size: Sequence[int], setting: str = "data.image_size", discriminators: bool = False
-) -> str | None:
-    """Why ``size`` (H, W) cannot go through the network, or None when it can.
-
-    ``discriminators``: the run trains the PatchGAN discriminators too (every stage but the
-    baseline), which need more than the encoders, trunk and generators.
-    """
-    if len(size) != 2:
-        return f"{setting}={list(size)}: give the image size as [H,W]"
-    height, width = (int(s) for s in size)
-    shown = f"{setting}=[{height},{width}]"
-    if height < 1 or width < 1:
-        return f"{shown}: image sizes must be positive (height and width in pixels)"
-    if _fits(height, width, discriminators):
-        return None
-    side = smallest_square_size(discriminators)
-    if discriminators:
-        return (
-            f"{shown} is too small for the PatchGAN discriminators of this stage: they halve the "
-            "image 4 times and InstanceNorm needs at least 2 positions of that map, "
-            f"floor(H/16) x floor(W/16) >= 2; the smallest sizes are [{side},{side}], [16,32] "
-            "and [32,16]"
-        )
-    return (
-        f"{shown} is too small for the network: the InstanceNorm layers of its ResNet-IBN-a "
-        "layer3 see the image at 1/16 size and need at least 2 positions, "
-        f"ceil(H/16) x ceil(W/16) >= 2; the smallest sizes are [{side},{side}], [16,17] and "
-        "[17,16]"
-    )
-
-
-def _fits(height: int, width: int, discriminators: bool) -> bool:
-    if discriminators:
-        return (height // 16) * (width // 16) >= 2
-    return math.ceil(height / 16) * math.ceil(width / 16) >= 2
-
-
-def smallest_square_size(discriminators: bool = False) -> int:
-    """The smallest N for which [N, N] passes :func:`image_size_problem`."""
-    return next(n for n in range(1, 1024) if _fits(n, n, discriminators))
 
 
 # ------------------------------------------------------------------------------ settings
@@ -246,8 +198,8 @@ def check_resume_checkpoint(path: str, model: pl.LightningModule) -> None:
     if wrong or missing or unexpected:
         raise CheckpointError(
             f"ckpt_path={path}: its weights do not fit this run's network; wrong shapes: "
-            f"{_short(wrong, 3)}; missing: {_short(missing, 3)}; unexpected: "
-            f"{_short(unexpected, 3)}"
+            f"{short_list(wrong, 3)}; missing: {short_list(missing, 3)}; unexpected: "
+            f"{short_list(unexpected, 3)}"
         )
 
 
