@@ -18,12 +18,8 @@ import pytest
 import torch
 
 from rvsl.models.checkpoint import CheckpointError, save_net
-from rvsl.training.preflight import (
-    RunFolderCheck,
-    check_resume_checkpoint,
-    image_size_problem,
-    smallest_square_size,
-)
+from rvsl.models.image_size import image_size_problem, smallest_square_size
+from rvsl.training.preflight import RunFolderCheck, check_resume_checkpoint
 from rvsl.training.train import resolve_ckpt_path, train
 from rvsl.utils.config import RunConfigError
 from rvsl.utils.files import DiskFullError
