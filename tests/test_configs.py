@@ -14,7 +14,7 @@ PUBLIC_OVERRIDES = [
     "data.batch_size=24",
     "data.num_instances=4",
     "data.num_workers=2",
-    "model.backbone=resnet34_ibn_a",
+    "model.net.backbone=resnet34_ibn_a",
     "model.pretrained=/tmp/w.pth",
     "trainer.max_epochs=3",
     "trainer.max_steps=10",
@@ -31,7 +31,7 @@ PUBLIC_OVERRIDES = [
 
 def test_the_documented_override_names_all_exist(compose_train):
     cfg = compose_train(*PUBLIC_OVERRIDES)
-    assert cfg.data.image_size == [256, 128] and cfg.model.backbone == "resnet34_ibn_a"
+    assert cfg.data.image_size == [256, 128] and cfg.model.net.backbone == "resnet34_ibn_a"
     assert cfg.model.init_from == "/tmp/a.ckpt" and cfg.data.seed == 3
 
 
@@ -46,7 +46,7 @@ def test_every_trainer_config_composes(compose_train, trainer):
 def test_every_experiment_composes_with_the_papers_settings(compose_train, experiment):
     cfg = compose_train(f"experiment={experiment}", "data.root=/data/FVRID")
     assert cfg.task_name == experiment
-    assert cfg.model.backbone == "resnet18_ibn_a"  # the test's override wins over experiments
+    assert cfg.model.net.backbone == "resnet18_ibn_a"  # the test's override wins over experiments
     if experiment == "rvsl":
         assert list(cfg.chain) == ["syn_haze", "real_clear", "real_haze"]
 

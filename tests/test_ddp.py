@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from rvsl.models.rvsl_net import RVSLNet
-from rvsl.training.module import RVSLModule, scaled_lr
+from rvsl.training.module import RVSLModule
+from rvsl.training.optim import scaled_lr
 
 MAIN_LR, DISC_LR = 1e-4, 2e-4  # conf/model/rvsl.yaml
 
@@ -42,7 +43,7 @@ def test_an_unknown_lr_scaling_is_a_clear_error():
     with pytest.raises(ValueError, match=r"lr_scaling must be one of .*'none'.*not 'square'"):
         scaled_lr(1e-4, 2, "square")
     with pytest.raises(ValueError, match="lr_scaling must be one of"):
-        RVSLModule(lr_scaling="quadratic", net=_tiny_net())
+        RVSLModule(_tiny_net(), lr_scaling="quadratic")
 
 
 def _tiny_net() -> RVSLNet:
@@ -62,8 +63,8 @@ def test_configure_optimizers_scales_every_optimizer_before_its_schedule(
     rule, factor, monkeypatch, caplog
 ):
     module = RVSLModule(
+        _tiny_net(),
         stage="syn_haze",
-        net=_tiny_net(),
         optimizer=_adam(MAIN_LR),
         disc_optimizer=_adam(DISC_LR),
         scheduler=_warmup,
@@ -84,7 +85,7 @@ def test_configure_optimizers_scales_every_optimizer_before_its_schedule(
 
 
 def test_without_a_trainer_the_world_size_is_one():
-    module = RVSLModule(stage="syn_haze", net=_tiny_net(), lr_scaling="linear")
+    module = RVSLModule(_tiny_net(), stage="syn_haze", lr_scaling="linear")
     assert module._world_size() == 1
     configs = module.configure_optimizers()
     assert configs[0]["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-4)  # default_adam

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from official_schedule import official_lr
 from rvsl.losses import TripletLoss
 from rvsl.training import objectives
 from rvsl.training.image_pool import ImagePool
 from rvsl.training.schedules import linear_decay, warmup_multistep
+from rvsl.training.stages import STAGES, stage_weights
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -91,16 +91,34 @@ def test_schedules_resume_from_their_state_dict():
     assert _lrs(sched2, opt2, 3) == pytest.approx(_lrs(sched, opt, 3))
 
 
-@pytest.mark.parametrize("stage", objectives.STAGES)
-def test_the_stage_configs_carry_the_papers_weights(stage):
-    config = yaml.safe_load((CONF / "stage" / f"{stage}.yaml").read_text())
-    assert config["stage"] == stage
-    assert config["loss"] == objectives.DEFAULT_WEIGHTS[stage]
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_stage_group_is_generated_from_the_stage_table(stage, compose_train):
+    cfg = compose_train(f"stage={stage}")
+    assert cfg.stage == stage
+    assert dict(cfg.loss) == dict(STAGES[stage].weights)
+    assert not (CONF / "stage").exists()  # the table is the weights' only home
+
+
+def test_the_paper_weights_of_stage_3_are_in_the_table():
+    assert dict(STAGES["real_haze"].weights) == {
+        "aux_reid": 10.0,
+        "aux_ea": 1.0,
+        "aux_p2p": 100.0,
+        "ea": 1.0,
+        "prior": 0.01,
+        "dcp": 0.5,
+        "tv": 2.0,
+        "cr": 0.05,
+        "p2p": 100.0,
+        "adv": 0.5,
+    }
+    assert STAGES["real_haze"].discriminators == ("disc_hazy",)
+    assert STAGES["real_haze"].real_domain == "hazy"
 
 
 def test_a_mistyped_loss_weight_is_rejected_with_the_valid_names():
     with pytest.raises(ValueError, match=r"\['eaa'\] do not exist in stage 'real_haze'.*dcp"):
-        objectives.stage_weights("real_haze", {"eaa": 1.0})
+        stage_weights("real_haze", {"eaa": 1.0})
 
 
 def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
@@ -116,7 +134,7 @@ def test_the_stage1_recipe_weighs_each_term_as_the_paper_says():
         "gen_clear": torch.rand(b, 3, 8, 8),
         "gen_hazy": torch.rand(b, 3, 8, 8),
     }
-    w = objectives.stage_weights("syn_haze")
+    w = stage_weights("syn_haze")
     triplet = TripletLoss(0.3)
     terms = objectives.synthetic_pair(
         out,
@@ -152,7 +170,7 @@ def test_the_stage3_priors_can_follow_the_reference_quirks():
         "gen_clear": torch.rand(3, 3, 16, 16) * 2 - 1,
         "cycle_hazy": torch.rand(3, 3, 16, 16),
     }
-    w = objectives.stage_weights("real_haze")
+    w = stage_weights("real_haze")
     zero = lambda g: g.sum() * 0  # noqa: E731
     sensible = objectives.real_hazy_cycle(out, z, w, zero, "cycle_hazy", objectives.PriorOptions())
     quirky = objectives.real_hazy_cycle(

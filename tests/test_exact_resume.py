@@ -25,7 +25,7 @@ from rvsl.training.train import train
 
 FAST = [
     "trainer.accelerator=cpu",  # bit-exact weights: no cuDNN
-    "model.generator_width=8",
+    "model.net.generator_width=8",
     "trainer.check_val_every_n_epoch=10",  # no validation
     "test_after_fit=false",
     "~callbacks.model_checkpoint",

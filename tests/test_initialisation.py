@@ -6,21 +6,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 from torchvision.models import resnet18
 
+from rvsl.models.rvsl_net import RVSLNet
 from rvsl.training.module import RVSLModule
-from rvsl.training.train import resolve_precision, train
+from rvsl.training.train import build_model, resolve_precision, train
 from rvsl.utils.config import RunConfigError
 
 
 def test_an_fvrid_run_without_imagenet_weights_is_refused_naming_the_setting_and_file(
     compose_train,
 ):
-    cfg = compose_train("model.pretrained=null", "model.backbone=resnet50_ibn_a")
+    cfg = compose_train("model.pretrained=null", "model.net.backbone=resnet50_ibn_a")
     with pytest.raises(RunConfigError) as err:
         train(cfg)
     message = str(err.value)
@@ -38,7 +38,7 @@ def test_scratch_said_explicitly_trains_from_random_weights(compose_train):
 def test_a_later_stage_needs_no_imagenet_weights_because_it_starts_from_a_checkpoint():
     cfg = OmegaConf.create(
         {
-            "model": {"pretrained": None, "backbone": "resnet50_ibn_a"},
+            "model": {"pretrained": None, "net": {"backbone": "resnet50_ibn_a"}},
             "data": {"_target_": "rvsl.data.datamodule.RVSLDataModule", "root": "/data/FVRID"},
             "init_from": "/runs/stage1/best.ckpt",
         }
@@ -73,7 +73,7 @@ def test_pretrained_weights_of_another_depth_are_refused_naming_the_file_and_key
 ):
     path = tmp_path / "resnet18.pth"
     torch.save(resnet18(weights=None).state_dict(), path)
-    cfg = compose_train(f"model.pretrained={path}", "model.backbone=resnet34_ibn_a")
+    cfg = compose_train(f"model.pretrained={path}", "model.net.backbone=resnet34_ibn_a")
     with pytest.raises(RunConfigError) as err:
         train(cfg)
     assert str(path) in str(err.value) and "missing keys" in str(err.value)
@@ -91,7 +91,7 @@ def test_a_file_that_is_not_a_resnet_state_dict_is_refused_naming_it(compose_tra
 @pytest.fixture(scope="module")
 def stage1_checkpoint(tmp_path_factory) -> Path:
     """A stage-1 checkpoint whose classifier and discriminators differ from any fresh ones."""
-    model = RVSLModule("resnet18_ibn_a", num_classes=4, stage="syn_haze")
+    model = RVSLModule(RVSLNet("resnet18_ibn_a", num_classes=4), stage="syn_haze")
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.startswith(("net.classifier", "disc_")):
@@ -109,7 +109,9 @@ def _equal(module: torch.nn.Module, saved: dict, prefix: str) -> bool:
 def test_a_stage_inherits_the_classifier_and_discriminators_by_default(stage1_checkpoint):
     saved = torch.load(stage1_checkpoint, weights_only=True)["state_dict"]
     model = RVSLModule(
-        "resnet18_ibn_a", num_classes=4, stage="real_clear", init_from=str(stage1_checkpoint)
+        RVSLNet("resnet18_ibn_a", num_classes=4),
+        stage="real_clear",
+        init_from=str(stage1_checkpoint),
     )
     for part in ("net.enc_clear.", "net.trunk.", "net.gen_hazy.", "net.classifier.", "disc_"):
         assert _equal(model, saved, part), part
@@ -121,8 +123,7 @@ def test_the_official_hand_over_starts_with_a_fresh_classifier_and_fresh_discrim
     saved = torch.load(stage1_checkpoint, weights_only=True)["state_dict"]
     torch.manual_seed(0)
     model = RVSLModule(
-        "resnet18_ibn_a",
-        num_classes=4,
+        RVSLNet("resnet18_ibn_a", num_classes=4),
         stage="real_clear",
         init_from=str(stage1_checkpoint),
         inherit={"classifier": False, "discriminators": False},
@@ -139,8 +140,7 @@ def test_the_official_hand_over_starts_with_a_fresh_classifier_and_fresh_discrim
 
 def test_a_fresh_classifier_may_have_another_number_of_identities(stage1_checkpoint):
     model = RVSLModule(
-        "resnet18_ibn_a",
-        num_classes=7,
+        RVSLNet("resnet18_ibn_a", num_classes=7),
         stage="real_clear",
         init_from=str(stage1_checkpoint),
         inherit={"classifier": False},
@@ -155,9 +155,7 @@ def test_the_inherit_switches_reach_the_module_from_the_config(compose_train, st
         "model.inherit.classifier=false",
         "model.inherit.discriminators=false",
     )
-    with open_dict(cfg):
-        cfg.model.num_classes = 4
-    model = hydra.utils.instantiate(cfg.model)
+    model = build_model(cfg, 4)
     saved = torch.load(stage1_checkpoint, weights_only=True)["state_dict"]
     assert _equal(model, saved, "net.trunk.")
     assert not _equal(model, saved, "net.classifier.")

@@ -13,20 +13,19 @@ import hydra
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import open_dict
 
+from rvsl.models.rvsl_net import RVSLNet
 from rvsl.training import objectives
-from rvsl.training.module import NonFiniteLossError, RVSLModule
-from rvsl.training.train import build_trainer
+from rvsl.training.module import RVSLModule
+from rvsl.training.nonfinite import NonFiniteLossError
+from rvsl.training.train import build_model, build_trainer
 
 PARTS = ("net", "disc_clear", "disc_hazy")
 
 
 def _tiny(compose_train, **model_kwargs):
-    cfg = compose_train("trainer.max_epochs=20", "model.generator_width=8")
-    with open_dict(cfg):
-        cfg.model.num_classes = 6
-    model = hydra.utils.instantiate(cfg.model, **model_kwargs)
+    cfg = compose_train("trainer.max_epochs=20", "model.net.generator_width=8")
+    model = build_model(cfg, 6, **model_kwargs)
     return cfg, model, hydra.utils.instantiate(cfg.data)
 
 
@@ -214,7 +213,7 @@ def test_a_finite_step_resets_the_count_and_zero_never_stops(compose_train, monk
 
 def test_a_negative_max_nonfinite_steps_is_rejected():
     with pytest.raises(ValueError, match="max_nonfinite_steps must be >= 0"):
-        RVSLModule(max_nonfinite_steps=-1)
+        RVSLModule(RVSLNet("resnet18_ibn_a", num_classes=2), max_nonfinite_steps=-1)
 
 
 def test_the_streak_stops_after_its_limit_and_names_each_reason_once():

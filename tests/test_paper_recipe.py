@@ -8,7 +8,7 @@ from importlib.resources import files
 import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torchvision.transforms import v2
 
@@ -17,6 +17,7 @@ from rvsl.data.transforms import ERASE_MEAN, RandomErasingDraws, RandomScaleCent
 from rvsl.losses import discriminator_loss
 from rvsl.training import objectives
 from rvsl.training.module import RVSLModule
+from rvsl.training.train import build_model
 
 PAPER_PRIORS = objectives.PriorOptions(
     dark_channel_target="one",
@@ -28,9 +29,7 @@ PAPER_PRIORS = objectives.PriorOptions(
 
 
 def _build(cfg, num_classes: int = 6) -> tuple[RVSLModule, object]:
-    with open_dict(cfg):
-        cfg.model.num_classes = num_classes
-    return hydra.utils.instantiate(cfg.model), hydra.utils.instantiate(cfg.data)
+    return build_model(cfg, num_classes), hydra.utils.instantiate(cfg.data)
 
 
 def test_the_paper_recipe_switches_every_reference_behaviour_on(compose_train):
@@ -105,7 +104,7 @@ def _full_size_step(stage: str, compose_train) -> dict[str, tuple[int, ...]]:
     nothing is allocated or computed (a real one needs about 90 GB of CPU memory)."""
     cfg = compose_train(
         f"experiment=paper_{stage}",
-        "model.backbone=resnet50_ibn_a",
+        "model.net.backbone=resnet50_ibn_a",
         "data.image_size=[384,384]",
         "data.batch_size=36",
         "data.num_instances=6",
@@ -123,13 +122,16 @@ def _full_size_step(stage: str, compose_train) -> dict[str, tuple[int, ...]]:
             },
             "real": {"image": torch.rand(r, 3, h, h)},
         }
-        terms, outs = model._generator_terms(batch)
+        step = model.spec.objective(model.context, batch)
+        terms, outs = step.terms, step.outputs
         objectives.total(terms).backward()
         main = [p for n, p in model.net.named_parameters() if p.requires_grad]
         assert all(p.grad is not None for p in main)
-        jobs = model._discriminator_jobs(batch, outs)
-        for _, disc, pool, real, fake in jobs:
-            d_loss = discriminator_loss(disc(real), disc(pool.query(fake.detach())), model.gan_loss)
+        jobs = step.discriminator_inputs
+        for name, (real, fake) in jobs.items():
+            disc, pool = getattr(model, name), getattr(model, name.replace("disc_", "pool_"))
+            gan_loss = model.context.gan_loss
+            d_loss = discriminator_loss(disc(real), disc(pool.query(fake.detach())), gan_loss)
             d_loss.backward()
             assert all(p.grad is not None for p in disc.parameters())
         shapes = {k: tuple(v.shape) for out in outs.values() for k, v in out.items()}

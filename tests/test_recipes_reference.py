@@ -13,6 +13,7 @@ from rvsl.losses import (
     total_variation_loss,
 )
 from rvsl.training import objectives
+from rvsl.training.stages import stage_weights
 
 PRIOR = 0.01  # the stages' shared prior weight
 REFERENCE_INPUTS = {"first_image_only": True, "remap_from_minus_one": True}
@@ -49,12 +50,12 @@ def stage2_batch(size=(48, 50)):
 
 
 def stage3(opts: objectives.PriorOptions, out, z):
-    w = objectives.stage_weights("real_haze")
+    w = stage_weights("real_haze")
     return objectives.real_hazy_cycle(out, z, w, zero_adversary, "cycle_hazy", opts)
 
 
 def stage2(opts: objectives.PriorOptions, out, x):
-    w = objectives.stage_weights("real_clear")
+    w = stage_weights("real_clear")
     return objectives.real_clear_cycle(out, x, w, zero_adversary, "cycle_clear", opts)
 
 

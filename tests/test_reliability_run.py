@@ -20,11 +20,11 @@ import torch
 from rvsl.models.checkpoint import CheckpointError, save_net
 from rvsl.models.image_size import image_size_problem, smallest_square_size
 from rvsl.training.preflight import RunFolderCheck, check_resume_checkpoint
-from rvsl.training.train import resolve_ckpt_path, train
+from rvsl.training.train import build_model, resolve_ckpt_path, train
 from rvsl.utils.config import RunConfigError
 from rvsl.utils.files import DiskFullError
 
-QUICK = ("model.generator_width=8", "test_after_fit=false")
+QUICK = ("model.net.generator_width=8", "test_after_fit=false")
 BIN = Path(sys.executable).parent
 
 
@@ -90,7 +90,7 @@ def test_every_folder_a_run_reads_is_one_the_pre_flight_check_checked(compose_tr
     )
     spy(fvrid, "_image_files", lambda folder: read.add(Path(folder)))
     spy(datasets, "load_image", lambda path: read.add(Path(path).parent))
-    train(compose_train("stage=real_haze", "model.generator_width=8", "test_after_fit=true"))
+    train(compose_train("stage=real_haze", "model.net.generator_width=8", "test_after_fit=true"))
     assert read and {str(f) for f in read} <= set(checked)
 
 
@@ -280,13 +280,9 @@ class Payload:
 
 
 def _model(compose_train, stage: str = "syn_haze", width: int = 8):
-    import hydra
-    from omegaconf import open_dict
 
-    cfg = compose_train(f"stage={stage}", f"model.generator_width={width}")
-    with open_dict(cfg):
-        cfg.model.num_classes = 6
-    return hydra.utils.instantiate(cfg.model)
+    cfg = compose_train(f"stage={stage}", f"model.net.generator_width={width}")
+    return build_model(cfg, 6)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rvsl.models.checkpoint import load_untrusted
+from rvsl.models.rvsl_net import RVSLNet
 from rvsl.training.module import RVSLModule
 from rvsl.training.train import train
 from rvsl.utils.config import RunConfigError
@@ -16,7 +17,7 @@ from rvsl.utils.config import RunConfigError
 
 def _module(**options) -> RVSLModule:
     torch.manual_seed(0)
-    return RVSLModule(backbone="resnet18_ibn_a", num_classes=5, stage="real_haze", **options)
+    return RVSLModule(RVSLNet("resnet18_ibn_a", num_classes=5), stage="real_haze", **options)
 
 
 def _convolution_weights(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -85,7 +86,7 @@ def test_a_compiled_channels_last_fit_trains_and_writes_an_ordinary_checkpoint(c
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert 0 <= metrics["val/REAL_FOGGY/hazy/mAP"] <= 1  # validation ran compiled too
     state = load_untrusted(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["state_dict"]
-    eager = RVSLModule(backbone="resnet18_ibn_a", num_classes=6, stage="real_haze")
+    eager = RVSLModule(RVSLNet("resnet18_ibn_a", num_classes=6), stage="real_haze")
     assert set(state) == set(eager.state_dict())
     eager.load_state_dict(state)  # an eager, default-layout module takes it as it is
 

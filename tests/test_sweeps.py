@@ -115,7 +115,7 @@ def test_an_optuna_search_runs_its_trials_and_records_the_best(tiny_fvrid, tmp_p
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=1",
         "stage=syn_haze",
-        "model.generator_width=8",
+        "model.net.generator_width=8",
         "~callbacks.dehazing_panel",
         *ONE_BATCH,
     )

@@ -11,10 +11,11 @@ import hydra
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from rvsl.models import load_net
-from rvsl.training.train import build_trainer, train
+from rvsl.models.rvsl_net import RVSLNet
+from rvsl.training.train import build_model, build_trainer, train
 from rvsl.utils.config import RunConfigError
 
 TEST_SETS = ("SYN", "REAL_CLEAR", "REAL_FOGGY")
@@ -71,9 +72,7 @@ def test_each_stage_steps_the_main_optimizer_and_only_its_own_discriminators(
     cfg = compose_train(
         f"stage={stage}", "trainer.max_steps=2", "trainer.check_val_every_n_epoch=5"
     )
-    with open_dict(cfg):
-        cfg.model.num_classes = 6
-    model = hydra.utils.instantiate(cfg.model)
+    model = build_model(cfg, 6)
     parts = {
         "net": model.net,
         "disc_clear": model.disc_clear,
@@ -98,9 +97,7 @@ def test_a_later_stage_starts_from_the_earlier_stages_weights(compose_train):
     first = compose_train()
     selected = train(first)["selected_model_path"]
     cfg = compose_train("stage=real_haze", f"init_from={selected}")
-    with open_dict(cfg):
-        cfg.model.num_classes = 6
-    model = hydra.utils.instantiate(cfg.model)
+    model = build_model(cfg, 6)
     saved = torch.load(selected, weights_only=True)["state_dict"]
     for key, value in model.state_dict().items():
         if key.startswith(("net.", "disc_")):
@@ -151,9 +148,7 @@ def test_rvsl_train_runs_as_a_user_types_it(tiny_fvrid, tmp_path):
 
 def test_the_baseline_shares_one_encoder_between_both_branches(compose_train):
     cfg = compose_train("stage=baseline")
-    with open_dict(cfg):
-        cfg.model.num_classes = 6
-    model = hydra.utils.instantiate(cfg.model)
+    model = build_model(cfg, 6)
     assert model.net.enc_clear is model.net.enc_hazy
 
 
@@ -270,7 +265,7 @@ def test_a_clear_only_baseline_never_looks_at_a_hazy_image():
 
     torch.manual_seed(0)
     model = RVSLModule(
-        "resnet18_ibn_a", num_classes=3, stage="baseline", baseline_domains=["clear"]
+        RVSLNet("resnet18_ibn_a", num_classes=3), stage="baseline", baseline_domains=["clear"]
     )
     pids = torch.tensor([0, 0, 1, 1, 2, 2])
     batch = {
@@ -280,7 +275,7 @@ def test_a_clear_only_baseline_never_looks_at_a_hazy_image():
             "pid": pids,
         }
     }
-    terms, _ = model._generator_terms(batch)
+    terms = model.spec.objective(model.context, batch).terms
     assert set(terms) == {"syn/ce", "syn/triplet"}
     assert all(torch.isfinite(v) for v in terms.values())
 

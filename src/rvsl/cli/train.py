@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from rvsl.models.checkpoint import CheckpointError
 from rvsl.training.chain import run
-from rvsl.training.module import NonFiniteLossError
+from rvsl.training.nonfinite import NonFiniteLossError
 from rvsl.training.preflight import RESUME_KEYS
 from rvsl.utils.config import RunConfigError
 from rvsl.utils.files import DiskFullError

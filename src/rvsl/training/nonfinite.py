@@ -8,14 +8,24 @@ are not finite. These helpers decide that cheaply and name the culprits; a
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from rvsl.models.checkpoint import short_list
+
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _warn(message: str) -> None:
+    log.warning(message)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,3 +130,92 @@ class NonFiniteStreak:
             "a lower learning rate (model.optimizer.lr) or model.gradient_clip_val set; "
             "model.max_nonfinite_steps=0 only skips such steps."
         )
+
+
+class GuardedUpdates:
+    """LightningModule methods that step an optimizer only when its update is finite.
+
+    Mixed into :class:`~rvsl.training.module.RVSLModule` (needs ``manual_backward``,
+    ``clip_gradients``, ``trainer``): :meth:`guarded_step` backs up, checks and steps or skips;
+    :meth:`track_main_skips` stops the run after ``max_nonfinite_steps`` skipped main updates.
+    """
+
+    skipped_updates: Counter[str]
+    _streak: NonFiniteStreak
+
+    def init_guards(self, max_nonfinite_steps: int) -> None:
+        self._streak = NonFiniteStreak(max_nonfinite_steps)  # skipped main updates in a row
+        self.skipped_updates = Counter()  # per optimizer, over this module's life
+
+    def finite_everywhere(self, tensor: Tensor) -> bool:
+        """Whether ``tensor`` is finite on every process (one GPU->CPU sync; DDP: one all-reduce,
+        so that all processes skip the same updates and none waits in a backward alone)."""
+        finite = bool(torch.isfinite(tensor).all())
+        return self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+
+    def guarded_step(
+        self,
+        opt: Any,
+        name: str,
+        loss: Tensor,
+        terms: Mapping[str, Tensor] | None = None,
+        clip: float | None = None,
+    ) -> str | None:
+        """zero_grad, backward, clip and step ``opt``; or skip it and return why.
+
+        Without an AMP GradScaler: backward, then one check of loss and gradients together
+        (one sync per optimizer; a NaN loss gives NaN gradients anyway). With one: the loss
+        is checked before the backward (it skips Inf gradients itself and must see them to
+        lower its scale). Only a failed check pays for naming the terms. A skipped optimizer
+        keeps no gradients.
+        """
+        opt.zero_grad(set_to_none=True)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            if not self.finite_everywhere(loss):
+                return self.skip_update(opt, name, nonfinite_terms(loss, terms or {name: loss}))
+            self.manual_backward(loss)
+        else:
+            self.manual_backward(loss)
+            if not update_is_finite(opt, loss):
+                if bool(torch.isfinite(loss).all()):
+                    return self.skip_update(opt, name, "NaN/Inf gradients (the loss was finite)")
+                return self.skip_update(opt, name, nonfinite_terms(loss, terms or {name: loss}))
+        if clip:
+            self.clip_gradients(opt, clip, "norm")
+        opt.step()
+        return None
+
+    def skip_update(self, opt: Any, name: str, reason: str) -> str:
+        """Drop ``opt``'s gradients for this step, warn, and return the reason."""
+        opt.zero_grad(set_to_none=True)
+        self.skipped_updates[name] += 1
+        _warn(
+            f"{self.where()}: skipped the {name!r} optimizer's update: {reason} "
+            f"({self.skipped_updates[name]} {name!r} updates skipped so far)"
+        )
+        return reason
+
+    def where(self, batch_idx: int | None = None) -> str:
+        batch = "" if batch_idx is None else f", batch {batch_idx}"
+        return f"epoch {self.current_epoch}{batch} (global step {self.global_step})"
+
+    def track_main_skips(self, main_skip: str | None, batch_idx: int) -> None:
+        """Count consecutive skipped main updates; stop the run after ``max_nonfinite_steps``.
+
+        Also stops at once (unless 0) when a NaN/Inf forward pass has corrupted batch-norm
+        statistics: skipping the update cannot undo that.
+        """
+        if main_skip is None:
+            self._streak.reset()
+            return
+        self._streak.add(main_skip)
+        if not self._streak.limit:
+            return
+        buffers = nonfinite_buffers(self)  # DDP: per process, so the decision is shared
+        corrupted = self.trainer.strategy.reduce_boolean_decision(bool(buffers), all=False)
+        if corrupted or self._streak.exhausted:
+            checkpoint = newest_checkpoint(self.trainer.callbacks)
+            raise NonFiniteLossError(
+                self._streak.stop_message(self.where(batch_idx), buffers, corrupted, checkpoint)
+            )

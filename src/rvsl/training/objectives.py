@@ -1,19 +1,23 @@
-"""The loss recipe of each RVSL stage, as dicts of named, already-weighted terms.
+"""The objective of each RVSL stage, as pure functions returning named, already-weighted terms.
 
-Every function returns ``{term_name: weighted_loss}``; the training step sums the values
-and logs each one, so a reader finds a stage's whole objective in one place and a sweep
-can change any weight from the config.
+A stage's objective (:func:`baseline`, :func:`syn_haze`, :func:`real_clear`, :func:`real_haze`)
+runs the network on one training batch and returns a :class:`StageStep`: the main update's
+terms ``{name: weighted_loss}`` (the training step sums and logs them), the network outputs, and
+the (real, generated) images each discriminator of the stage compares next. The term functions
+below them hold the maths; every weight comes from :mod:`rvsl.training.stages` or the config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rvsl.losses import (
+    LSGANLoss,
     colinear_relation_loss,
     dark_channel_loss,
     embedding_alignment,
@@ -25,52 +29,7 @@ from rvsl.losses import (
 
 Terms = dict[str, Tensor]
 Adversary = Callable[[Tensor], Tensor]  # generated images -> generator's LSGAN loss
-
-# Loss weights per stage, defaulting to the paper's (docs/method.md). ``aux_*`` weigh the labelled
-# synthetic branch that stages 2-3 keep as an auxiliary task.
-DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    "baseline": {"reid": 1.0},
-    "syn_haze": {"reid": 1.0, "p2p": 0.5, "ea": 0.5, "adv": 0.5},
-    "real_clear": {
-        "aux_reid": 10.0,
-        "aux_ea": 1.0,
-        "aux_p2p": 100.0,
-        "ea": 1.0,
-        "prior": 0.01,
-        "midc": 1.0,
-        "cr": 1.0,
-        "p2p": 100.0,
-        "adv": 0.5,
-    },
-    "real_haze": {
-        "aux_reid": 10.0,
-        "aux_ea": 1.0,
-        "aux_p2p": 100.0,
-        "ea": 1.0,
-        "prior": 0.01,
-        "dcp": 0.5,
-        "tv": 2.0,
-        "cr": 0.05,
-        "p2p": 100.0,
-        "adv": 0.5,
-    },
-}
-STAGES = tuple(DEFAULT_WEIGHTS)
-
-
-def stage_weights(stage: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The stage's weights with ``overrides`` applied; an unknown name is an error, not ignored."""
-    if stage not in DEFAULT_WEIGHTS:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-    weights = dict(DEFAULT_WEIGHTS[stage])
-    unknown = sorted(set(overrides or {}) - set(weights))
-    if unknown:
-        raise ValueError(
-            f"loss weights {unknown} do not exist in stage {stage!r}; its weights are "
-            f"{', '.join(weights)}"
-        )
-    weights.update({k: float(v) for k, v in (overrides or {}).items()})
-    return weights
+Batch = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -219,3 +178,121 @@ def real_hazy_cycle(
 
 def total(terms: Mapping[str, Tensor]) -> Tensor:
     return torch.stack([t.float() for t in terms.values()]).sum()
+
+
+# ------------------------------------------------------------------------------ stage objectives
+@dataclass
+class StageStep:
+    """What a stage's objective hands the training step."""
+
+    terms: Terms  # the main update's named, weighted terms
+    outputs: dict[str, Any]  # network outputs per domain (``syn``, ``real``)
+    discriminator_inputs: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    """discriminator name -> (real images, generated images), in the stage's optimizer order"""
+
+
+@dataclass
+class ObjectiveContext:
+    """Everything an objective needs besides the batch; built once per module."""
+
+    net: Any  # RVSLNet
+    weights: Mapping[str, float]
+    triplet: Callable[[Tensor, Tensor], Tensor]
+    discriminators: Mapping[str, nn.Module]
+    gan_loss: LSGANLoss
+    label_smoothing: float = 0.0
+    priors: PriorOptions = field(default_factory=PriorOptions)
+    adversarial_pairing: str = "consistent"  # or "reference": the official D / G pairing
+    baseline_domains: Sequence[str] = ("clear", "hazy")
+
+    def adversary(self, name: str) -> Adversary:
+        """The generator's LSGAN term against discriminator ``name``: scores of fakes -> 1."""
+        disc = self.discriminators[name]
+        return lambda fake: self.gan_loss(disc(fake), True)
+
+
+class Objective(Protocol):
+    def __call__(self, ctx: ObjectiveContext, batch: Batch) -> StageStep: ...
+
+
+def _prefixed(prefix: str, terms: Terms) -> Terms:
+    return {f"{prefix}/{k}": v for k, v in terms.items()}
+
+
+def baseline(ctx: ObjectiveContext, batch: Batch) -> StageStep:
+    """ReID only (CE + triplet) on the synthetic ``baseline_domains`` through one encoder."""
+    syn = batch["syn"]
+    domains = list(ctx.baseline_domains)
+    images = torch.cat([syn[d] for d in domains])
+    pids = syn["pid"].repeat(len(domains))
+    global_feat, feat = ctx.net.reid(ctx.net.enc_hazy(images))
+    logits = ctx.net.classifier(feat)
+    terms = reid_only(logits, global_feat, pids, ctx.weights, ctx.triplet, ctx.label_smoothing)
+    chunks = dict(zip(domains, logits.chunk(len(domains)), strict=True))
+    first = next(iter(chunks.values()))
+    out = {f"logits_{b}": chunks.get(b, first) for b in ("clear", "hazy")}
+    return StageStep(_prefixed("syn", terms), {"syn": out})
+
+
+def syn_haze(ctx: ObjectiveContext, batch: Batch) -> StageStep:
+    """Stage 1: the labelled pair's terms with the generators' adversarial term; each
+    discriminator then compares the real image of its domain with the translation into it."""
+    syn = batch["syn"]
+    out = ctx.net(syn["clear"], syn["hazy"])
+    terms = synthetic_pair(
+        out,
+        syn["clear"],
+        syn["hazy"],
+        syn["pid"],
+        ctx.weights,
+        ctx.triplet,
+        ctx.label_smoothing,
+        ctx.adversary("disc_clear"),
+        ctx.adversary("disc_hazy"),
+    )
+    fakes = {
+        "disc_clear": (syn["clear"], out["gen_clear"]),
+        "disc_hazy": (syn["hazy"], out["gen_hazy"]),
+    }
+    return StageStep(_prefixed("syn", terms), {"syn": out}, fakes)
+
+
+def _auxiliary_pair(ctx: ObjectiveContext, batch: Batch) -> tuple[Terms, dict[str, Tensor]]:
+    """Stages 2-3 keep the labelled pair as an auxiliary task (``aux_*`` weights, no GAN)."""
+    syn = batch["syn"]
+    out = ctx.net(syn["clear"], syn["hazy"])
+    w, smoothing = ctx.weights, ctx.label_smoothing
+    terms = synthetic_pair(
+        out, syn["clear"], syn["hazy"], syn["pid"], w, ctx.triplet, smoothing, prefix="aux_"
+    )
+    return _prefixed("syn", terms), out
+
+
+def real_clear(ctx: ObjectiveContext, batch: Batch) -> StageStep:
+    """Stage 2: the auxiliary pair plus the real clear cycle; ``disc_clear`` compares real x
+    with the cycle's reconstruction Gc'."""
+    terms, syn_out = _auxiliary_pair(ctx, batch)
+    real = batch["real"]["image"]
+    out = ctx.net.forward_real_clear(real)
+    reference = ctx.adversarial_pairing == "reference"
+    adversarial_image = "gen_hazy" if reference else "cycle_clear"
+    real_terms = real_clear_cycle(
+        out, real, ctx.weights, ctx.adversary("disc_clear"), adversarial_image, ctx.priors
+    )
+    fakes = {"disc_clear": (real, out["cycle_clear"])}
+    return StageStep(terms | _prefixed("real", real_terms), {"syn": syn_out, "real": out}, fakes)
+
+
+def real_haze(ctx: ObjectiveContext, batch: Batch) -> StageStep:
+    """Stage 3: the auxiliary pair plus the real hazy cycle; ``disc_hazy`` compares real z
+    with the cycle's reconstruction Gf'."""
+    terms, syn_out = _auxiliary_pair(ctx, batch)
+    real = batch["real"]["image"]
+    out = ctx.net.forward_real_hazy(real)
+    reference = ctx.adversarial_pairing == "reference"
+    adversarial_image = "gen_clear" if reference else "cycle_hazy"
+    real_terms = real_hazy_cycle(
+        out, real, ctx.weights, ctx.adversary("disc_hazy"), adversarial_image, ctx.priors
+    )
+    fakes = {"disc_hazy": (real, out["cycle_hazy"])}
+    return StageStep(terms | _prefixed("real", real_terms), {"syn": syn_out, "real": out}, fakes)

@@ -45,12 +45,14 @@ def _number(cfg: DictConfig, key: str) -> Any:
 
 def check_settings(cfg: DictConfig) -> None:
     """Settings that cannot train, checked from the config alone (before the data is read)."""
-    from rvsl.training.module import STAGE_DISCRIMINATORS
+    from rvsl.training.stages import STAGES
 
     stage = str(cfg.model.get("stage", cfg.get("stage")))
     size = cfg.data.get("image_size")
     if size is not None:
-        problem = image_size_problem(size, discriminators=bool(STAGE_DISCRIMINATORS.get(stage)))
+        problem = image_size_problem(
+            size, discriminators=bool(stage in STAGES and STAGES[stage].discriminators)
+        )
         if problem:
             raise RunConfigError(problem)
     for key in ("model.optimizer.lr", "model.disc_optimizer.lr"):

@@ -19,8 +19,8 @@ from rvsl.data.check import DatasetError, require_valid_dataset, required_folder
 from rvsl.evaluation.report import stage_report
 from rvsl.metrics.restoration import check_restoration
 from rvsl.models.pretrained import IBN_RELEASE_FILES
+from rvsl.models.start_weights import SCRATCH
 from rvsl.training.checkpointing import SelectedCheckpoint, keep_csv_history, selected_checkpoint
-from rvsl.training.module import SCRATCH
 from rvsl.training.preflight import (
     SELECTION_METRIC,
     RunConfigError,
@@ -214,7 +214,7 @@ def check_initialisation(cfg: DictConfig) -> None:
         started = cfg.model.get("init_from") or cfg.get("init_from") or cfg.get("ckpt_path")
         if started or cfg.data.get("_target_") == DEMO_DATA:
             return
-        backbone = str(cfg.model.backbone)
+        backbone = str(cfg.model.net.backbone)
         release = IBN_RELEASE_FILES.get(backbone, f"{backbone}-*.pth")
         depth = backbone.split("_")[0].replace("resnet", "ResNet-")
         raise RunConfigError(
@@ -282,6 +282,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train(cfg)
 
 
+def build_model(cfg: DictConfig, num_classes: int, **overrides: Any) -> pl.LightningModule:
+    """The LightningModule of ``cfg.model``, its network sized for ``num_classes`` training
+    identities (the data decides it; the config is not written back), ``overrides`` on top."""
+    try:
+        return hydra.utils.instantiate(cfg.model, net={"num_classes": num_classes}, **overrides)
+    except hydra.errors.InstantiationException as err:
+        raise RunConfigError(f"model: {err.__cause__ or err}") from err
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     """:func:`train` itself: every check first, then the fit and the stage report."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -295,16 +304,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = prepare_data(cfg)
     check_scale(cfg.trainer, datamodule)
     warn_about_data(cfg, datamodule)
-    with open_dict(cfg):
-        cfg.model.num_classes = datamodule.num_classes
     ckpt_path = resume_on_restart(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / LAST_CKPT)
     ckpt_path = resolve_ckpt_path(
         ckpt_path, cfg.paths.output_dir, run_overrides(), cfg.get("task_name")
     )
-    try:
-        model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
-    except hydra.errors.InstantiationException as err:
-        raise RunConfigError(f"model: {err.__cause__ or err}") from err
+    model = build_model(cfg, datamodule.num_classes)
     if ckpt_path is not None:
         check_resume_checkpoint(ckpt_path, model)
     trainer = build_trainer(
