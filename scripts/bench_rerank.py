@@ -52,7 +52,8 @@ def bench(
     seed: int = 0,
     evaluate: bool = True,
 ) -> dict[str, float]:
-    """Re-rank one random split; returns seconds, memory figures (MiB) and, optionally, mAPs."""
+    """Re-rank one random split; returns seconds, memory figures (MiB) and, optionally, mAPs
+    (fractions; the table prints percent)."""
     data = make_features(num_query, num_gallery, num_ids, num_cams, dim, noise, seed)
     labels = (data["q_pids"], data["g_pids"], data["q_camids"], data["g_camids"])
     reranked, seconds, peak_growth = timed_peak_growth(
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ]
     if "mAP_plain" in figures:
         rows += [
-            ("mAP plain", f"{figures['mAP_plain']:.4f}"),
-            ("mAP re-ranked", f"{figures['mAP_reranked']:.4f}"),
+            ("mAP plain (%)", f"{100 * figures['mAP_plain']:.2f}"),
+            ("mAP re-ranked (%)", f"{100 * figures['mAP_reranked']:.2f}"),
         ]
     for name, value in rows:
         print(f"{name:<32}{value:>12}")

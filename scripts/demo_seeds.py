@@ -9,7 +9,9 @@ same seed's stage-2 checkpoint with one loss term off: ``loss.ea=0`` (no embeddi
 the real batch), ``loss.p2p=0`` (no cycle reconstruction), ``loss.prior=0`` (no priors). Then
 every run's ``summary.json`` is aggregated into ``DIR/seeds.md`` and ``DIR/seeds.json``: mean
 and sample standard deviation per model and metric, and per seed the REAL_FOGGY mAP gain of RVSL
-stage 3 over the baseline (and over AdaBN when the chain has it).
+stage 3 over the baseline (and over AdaBN when the chain has it). As in ``summary.json``, the
+numbers of ``seeds.json`` are fractions in [0, 1] (gains: differences of them); ``seeds.md``
+shows percent and mAP points.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rvsl.evaluation.summary import MAIN_SETS, TARGET_SET, TIE_POINTS
+from rvsl.evaluation.evaluate import percent
+from rvsl.evaluation.summary import MAIN_SETS, RVSL_STAGES, TARGET_SET, TIE_MAP, map_difference
+from rvsl.models.rvsl_net import BRANCHES
+from rvsl.utils.files import atomic_write
 
 ABLATIONS = {"no_ea": "loss.ea=0", "no_p2p": "loss.p2p=0", "no_prior": "loss.prior=0"}
-RVSL_STAGES = ("syn_haze", "real_clear", "real_haze")
 GAINS_OVER = ("baseline", "adabn")  # the roles stage 3 is compared with, per seed
 LABELS = {"baseline": "the baseline", "adabn": "AdaBN"}
 
@@ -113,7 +117,7 @@ def seed_command(
 def flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     """A summary row's numbers as ``branch/SET/metric`` and ``dehaze/ssim|psnr``."""
     flat = {}
-    for branch in ("hazy", "clear"):
+    for branch in BRANCHES:
         for name, values in row.get(branch, {}).items():
             flat |= {f"{branch}/{name}/{metric}": float(v) for metric, v in values.items()}
     flat |= {f"dehaze/{k}": float(v) for k, v in row.get("dehaze", {}).items()}
@@ -141,10 +145,10 @@ def stage3_gains(summaries: Mapping[int, Mapping[str, Any]], role: str) -> dict[
     for seed, summary in summaries.items():
         ours, theirs = target_map(summary, "rvsl"), target_map(summary, role)
         if ours is not None and theirs is not None:
-            per_seed[seed] = round(ours - theirs, 2)
+            per_seed[seed] = map_difference(ours, theirs)
     if not per_seed:
         return None
-    wins = sum(gain >= TIE_POINTS for gain in per_seed.values())
+    wins = sum(gain >= TIE_MAP for gain in per_seed.values())
     return {"per_seed": per_seed, "wins": wins} | mean_std(list(per_seed.values()))
 
 
@@ -170,10 +174,11 @@ def aggregate(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ writing
 def _pm(stats: Mapping[str, Any] | None) -> str:
+    """Mean ± std of fractions, in percent (or mAP points for gains)."""
     if stats is None:
         return "–"
-    std = "–" if stats["std"] is None else f"{stats['std']:.2f}"
-    return f"{stats['mean']:.2f} ± {std}"
+    std = "–" if stats["std"] is None else f"{percent(stats['std']):.2f}"
+    return f"{percent(stats['mean']):.2f} ± {std}"
 
 
 def _sets(models: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -200,7 +205,7 @@ def gains_table(gains: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) ->
     rows = [["seed", *(f"RVSL stage 3 − {LABELS[r]}" for r in roles)]]
     for seed in seeds:
         gain = [gains[r]["per_seed"].get(seed) for r in roles]
-        rows.append([str(seed), *("–" if g is None else f"{g:+.2f}" for g in gain)])
+        rows.append([str(seed), *("–" if g is None else f"{percent(g):+.2f}" for g in gain)])
     rows.append(["mean ± std", *(_pm(gains[r]) for r in roles)])
     lines = ["| " + " | ".join(cells) + " |" for cells in rows]
     lines.insert(1, "|---" + "|---:" * len(roles) + "|")
@@ -208,9 +213,9 @@ def gains_table(gains: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) ->
 
 
 def gains_sentence(gains: Mapping[str, Mapping[str, Any]]) -> str:
-    """How often stage 3 wins, from the numbers (a win: at least TIE_POINTS mAP points)."""
+    """How often stage 3 wins, from the numbers (a win: a gain of at least TIE_MAP)."""
     parts = [
-        f"RVSL stage 3 beats {LABELS[role]} on {TARGET_SET} by at least {TIE_POINTS:g} mAP "
+        f"RVSL stage 3 beats {LABELS[role]} on {TARGET_SET} by at least {percent(TIE_MAP):g} mAP "
         f"point in {g['wins']} of {g['n']} seeds (gain {_pm(g)} points)."
         for role, g in gains.items()
     ]
@@ -248,11 +253,14 @@ def write_outputs(
     date: str,
     failed: Mapping[int, int],
 ) -> None:
-    """seeds.json and seeds.md in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    """seeds.json and seeds.md in ``out``, each written atomically."""
     record = {"command": command, "date": date, "failed": dict(failed)} | dict(aggregated)
-    (out / "seeds.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "seeds.md").write_text(to_markdown(aggregated, command, date, failed))
+    texts = {
+        "seeds.json": json.dumps(record, indent=2) + "\n",
+        "seeds.md": to_markdown(aggregated, command, date, failed),
+    }
+    for name, text in texts.items():
+        atomic_write(out / name, lambda handle, text=text: handle.write(text.encode()))
 
 
 # ------------------------------------------------------------------------------ main

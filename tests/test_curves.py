@@ -17,7 +17,7 @@ def write_metrics(folder: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def test_a_curve_is_the_validations_during_fitting_in_percent_counted_from_one(tmp_path):
+def test_a_curve_is_the_validations_during_fitting_as_fractions_counted_from_one(tmp_path):
     write_metrics(
         tmp_path,
         [
@@ -27,7 +27,7 @@ def test_a_curve_is_the_validations_during_fitting_in_percent_counted_from_one(t
             {"epoch": "2", "step": "19", "val/VAL/hazy/mAP": "0.5"},  # the evaluation after fit
         ],
     )
-    assert read_val_curve(tmp_path / "csv" / "metrics.csv", epochs=2) == [(1, 25.0), (2, 50.0)]
+    assert read_val_curve(tmp_path / "csv" / "metrics.csv", epochs=2) == [(1, 0.25), (2, 0.5)]
     assert read_val_curve(tmp_path / "missing.csv", epochs=2) == []
 
 

@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from rvsl.training import objectives
 from rvsl.training.chain import parse_chain
+from rvsl.training.stages import stage_weights
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -23,10 +24,12 @@ def scripts_on_path(monkeypatch):
 
 
 def summary(baseline: float, rvsl: float, adabn: float | None = None) -> dict:
-    """A chain's summary.json with these REAL_FOGGY hazy mAPs (rank-1: mAP + 10)."""
+    """A chain's summary.json with these REAL_FOGGY hazy mAPs in % (rank-1: mAP + 10), stored
+    as summary.json stores them: fractions."""
 
     def row(model: str, stage: str, value: float) -> dict:
-        hazy = {"REAL_FOGGY": {"mAP": value, "rank1": value + 10, "mINP": value / 2}}
+        fractions = {"mAP": value / 100, "rank1": (value + 10) / 100, "mINP": value / 200}
+        hazy = {"REAL_FOGGY": fractions}
         return {"model": model, "stage": stage, "hazy": hazy}
 
     rows = [row("baseline", "baseline", baseline), row("real_haze", "real_haze", rvsl)]
@@ -52,17 +55,21 @@ def test_the_aggregate_is_the_mean_and_sample_std_per_model_and_metric(tmp_path)
 
     aggregated = demo_seeds.aggregate(summaries)
 
+    # fractions, as in summary.json (seeds.md shows percent)
     baseline = aggregated["models"]["baseline"]["hazy/REAL_FOGGY/mAP"]
-    assert (baseline["mean"], baseline["std"], baseline["n"]) == (12.0, 2.0, 3)
+    assert (baseline["mean"], baseline["std"], baseline["n"]) == pytest.approx((0.12, 0.02, 3))
     rvsl = aggregated["models"]["real_haze"]["hazy/REAL_FOGGY/mAP"]
-    assert rvsl["mean"] == 15.0 and rvsl["std"] == pytest.approx(math.sqrt(19))  # (4+9+25)/2
-    assert aggregated["models"]["real_haze"]["hazy/REAL_FOGGY/rank1"]["mean"] == 25.0
+    assert rvsl["mean"] == pytest.approx(0.15)
+    assert rvsl["std"] == pytest.approx(math.sqrt(19) / 100)  # (4+9+25)/2 in %^2
+    assert aggregated["models"]["real_haze"]["hazy/REAL_FOGGY/rank1"]["mean"] == pytest.approx(0.25)
     adabn = aggregated["models"]["baseline_adabn"]["hazy/REAL_FOGGY/mAP"]
-    assert (adabn["mean"], adabn["std"], adabn["n"]) == (11.5, pytest.approx(math.sqrt(0.5)), 2)
+    assert (adabn["mean"], adabn["std"]) == pytest.approx((0.115, math.sqrt(0.5) / 100))
+    assert adabn["n"] == 2
     gain = aggregated["gains"]["baseline"]
-    assert gain["per_seed"] == {1: 3, 2: 0, 3: 6}
-    assert (gain["mean"], gain["std"], gain["wins"]) == (3.0, 3.0, 2)  # a 0.0 gain is no win
-    assert aggregated["gains"]["adabn"]["per_seed"] == {1: 2, 2: 0}
+    assert gain["per_seed"] == {1: 0.03, 2: 0.0, 3: 0.06}
+    assert (gain["mean"], gain["std"]) == pytest.approx((0.03, 0.03))
+    assert gain["wins"] == 2  # a 0.0 gain is no win
+    assert aggregated["gains"]["adabn"]["per_seed"] == {1: 0.02, 2: 0.0}
 
 
 def test_seeds_md_starts_with_the_command_and_date_and_tabulates_mean_and_std(tmp_path):
@@ -116,7 +123,7 @@ def test_a_zero_weight_removes_its_stage_3_terms_from_the_loss():
     hazy = torch.rand(2, 3, 16, 16)
     removed = {"ea": ["ea"], "p2p": ["p2p"], "prior": ["dcp", "tv", "cr"]}
     for weight, terms in removed.items():
-        w = objectives.stage_weights("real_haze", {weight: 0.0})
+        w = stage_weights("real_haze", {weight: 0.0})
         loss = objectives.real_hazy_cycle(
             out, hazy, w, lambda fake: fake.mean() * 0, "cycle_hazy", objectives.PriorOptions()
         )

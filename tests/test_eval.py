@@ -1,4 +1,5 @@
-"""``rvsl-eval`` and ``rvsl.evaluation.evaluate``: the standard protocol on every test set."""
+"""``rvsl-eval`` (``rvsl.evaluation.run``) and ``rvsl.evaluation.evaluate``: the standard protocol
+on every test set."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from rvsl.cli.eval import run
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.evaluation.evaluate import (
     EvalOptions,
@@ -21,6 +21,7 @@ from rvsl.evaluation.evaluate import (
     extract_features,
     rank_split,
 )
+from rvsl.evaluation.run import run
 from rvsl.metrics import evaluate_rank, pairwise_distance
 from rvsl.models.checkpoint import CheckpointError, save_net
 from rvsl.models.rvsl_net import RVSLNet
@@ -62,8 +63,8 @@ def test_every_test_set_is_ranked_through_both_branches_with_the_standard_metric
         for branch in ("hazy", "clear"):
             metrics = per_set[branch]
             assert set(metrics) >= {"mAP", "rank1", "rank5", "rank10", "mINP"}
-            assert 0 < metrics["mAP"] <= 100 and 0 < metrics["mINP"] <= 100
-            assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= 100
+            assert 0 < metrics["mAP"] <= 1 and 0 < metrics["mINP"] <= 1  # fractions
+            assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= 1
     dehaze = results["test_sets"]["SYN"]["dehaze"]
     assert dehaze["psnr"] > 0 and -1 <= dehaze["ssim"] <= 1
     assert "dehaze" not in results["test_sets"]["REAL_FOGGY"]  # no ground truth there
@@ -92,9 +93,9 @@ def test_metrics_are_evaluate_rank_on_euclidean_distances_of_post_bnneck_feature
     )
     results = evaluate(tiny_net, datamodule, EvalOptions(branches=("hazy",)))
     metrics = results["test_sets"]["REAL_FOGGY"]["hazy"]
-    assert metrics["mAP"] == pytest.approx(100 * expected["mAP"])
-    assert metrics["mINP"] == pytest.approx(100 * expected["mINP"])
-    assert metrics["rank1"] == pytest.approx(100 * expected["cmc"][0])
+    assert metrics["mAP"] == pytest.approx(expected["mAP"])
+    assert metrics["mINP"] == pytest.approx(expected["mINP"])
+    assert metrics["rank1"] == pytest.approx(expected["cmc"][0])
 
 
 def test_flip_averages_each_feature_with_that_of_the_mirrored_image(tiny_net):
@@ -159,11 +160,16 @@ def test_eval_writes_results_pictures_and_exported_features(compose_eval, checkp
     cfg = compose_eval(
         f"checkpoint={checkpoint}", f"export_features={features_path}", "eval.flip=true"
     )
-    results = run(cfg)
+    done = run(cfg)
+    results = done.results
     out = tmp_path / "run"
+    assert done.results_file == out / "results.json"
     assert json.loads((out / "results.json").read_text())["test_sets"] == results["test_sets"]
     table = (out / "results.md").read_text()
     assert "| REAL_FOGGY | hazy |" in table and "SSIM" in table
+    assert done.table in table
+    foggy = results["test_sets"]["REAL_FOGGY"]["hazy"]  # fractions; the table shows percent
+    assert f"| REAL_FOGGY | hazy | {100 * foggy['mAP']:.2f} | {100 * foggy['rank1']:.2f} |" in table
     pictures = sorted(p.name for p in (out / "pictures").iterdir())
     assert "rank_list_REAL_FOGGY_hazy.png" in pictures and "dehazing_SYN.png" in pictures
     exported = np.load(features_path)
@@ -180,7 +186,7 @@ def test_one_test_set_and_one_branch_can_be_chosen(compose_eval, checkpoint):
     cfg = compose_eval(
         f"checkpoint={checkpoint}", "test_set=real_foggy", "eval.branches=[clear]", "pictures=false"
     )
-    results = run(cfg)
+    results = run(cfg).results
     assert list(results["test_sets"]) == ["REAL_FOGGY"]
     assert list(results["test_sets"]["REAL_FOGGY"]) == ["clear"]
 
@@ -193,10 +199,10 @@ def test_the_held_out_haze_is_evaluated_on_request(compose_eval, checkpoint, tin
     cfg = compose_eval(
         f"checkpoint={checkpoint}", "test_set=real_heldout", "pictures=false", f"data.root={root}"
     )
-    results = run(cfg)
+    results = run(cfg).results
     assert list(results["test_sets"]) == ["REAL_HELDOUT"]
     foggy = run(compose_eval(f"checkpoint={checkpoint}", "test_set=REAL_FOGGY", "pictures=false"))
-    assert results["test_sets"]["REAL_HELDOUT"] == foggy["test_sets"]["REAL_FOGGY"]
+    assert results["test_sets"]["REAL_HELDOUT"] == foggy.results["test_sets"]["REAL_FOGGY"]
 
 
 def test_an_unknown_test_set_is_refused_with_the_valid_names(compose_eval, checkpoint):

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rvsl.cli.eval import run
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.evaluation.evaluate import EvalOptions, EvaluationError, extract_features
+from rvsl.evaluation.run import run
 from rvsl.metrics import RetrievalMetric
 from rvsl.metrics.restoration import dehazing_quality
 from rvsl.models.checkpoint import save_net
@@ -89,7 +89,7 @@ def test_twin_items_describe_the_same_hazy_images_as_the_default_items(tiny_fvri
 def test_validation_step_feeds_the_twin_to_the_clear_branch_only_when_the_batch_has_one(
     tiny_net, tiny_fvrid
 ):
-    module = RVSLModule("resnet18_ibn_a", num_classes=6, net=tiny_net).eval()
+    module = RVSLModule(tiny_net).eval()
     module.val_set_names = ["SYN"]
     for choice in ("clear", "hazy"):
         module.val_metrics = nn.ModuleDict(
@@ -117,7 +117,7 @@ def test_rvsl_eval_honours_the_data_switch_and_the_restoration_setting(
             "data.syn_clear_input=clear", "eval.restoration_metrics=reference",
             f"export_features={exported}",
         )
-    )  # fmt: skip
+    ).results  # fmt: skip
     assert results["syn_clear_input"] == "clear"
     assert results["options"]["restoration_metrics"] == "reference"
     expected = _expected_syn_features(tiny_net, _datamodule(tiny_fvrid))

@@ -9,31 +9,7 @@ import pytest
 import torch
 
 from rvsl.metrics import evaluate_rank
-
-
-def reference_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
-    """The protocol written the plain way: one stable sort and one pass per query."""
-    cmcs, aps, inps = [], [], []
-    for q in range(len(q_pids)):
-        order = np.argsort(distmat[q], kind="stable")
-        matches = g_pids[order] == q_pids[q]
-        removed = matches & (g_camids[order] == q_camids[q])
-        hits = matches[~removed]
-        if not hits.any():
-            continue
-        positions = np.flatnonzero(hits)
-        found = np.cumsum(hits)
-        cmc = np.ones(max_rank)
-        cmc[: min(max_rank, len(found))] = np.minimum(found[:max_rank], 1)
-        cmcs.append(cmc)
-        aps.append(np.mean(found[positions] / (positions + 1)))
-        inps.append(len(positions) / (positions[-1] + 1))
-    return {
-        "cmc": np.mean(cmcs, axis=0),
-        "mAP": float(np.mean(aps)),
-        "mINP": float(np.mean(inps)),
-        "num_valid_queries": len(aps),
-    }
+from rvsl.metrics.rank_reference import reference_evaluate_rank
 
 
 def assert_same_result(result, expected):

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from rvsl.evaluation.pictures import GREEN, RED, dehazing_panel, rank_list, shown_gallery
+from rvsl.evaluation.evaluate import SplitFeatures
+from rvsl.evaluation.pictures import (
+    GREEN,
+    RED,
+    dehazing_panel,
+    dehazing_picture,
+    first_images,
+    rank_list,
+    rank_list_picture,
+    shown_gallery,
+)
 from rvsl.metrics.restoration import dehazing_quality
 
 
@@ -69,3 +79,70 @@ def test_rank_lists_drawn_on_the_shown_gallery_subset_equal_those_on_the_whole_g
         top_k=5,
     )
     np.testing.assert_array_equal(subset, full)
+
+
+class _DarkeningDehazer(torch.nn.Module):
+    """``dehaze`` darkens; remembers the mode and gradient state it ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = torch.nn.BatchNorm2d(3)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def dehaze(self, hazy):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        return hazy * 0.25
+
+
+def test_the_dehazing_picture_is_the_panel_of_the_dehazed_images_drawn_in_eval_mode():
+    net = _DarkeningDehazer().train()
+    net.frozen.eval()
+    hazy, clear = torch.rand(3, 3, 8, 6), torch.rand(3, 3, 8, 6)
+    picture = dehazing_picture(net, hazy, clear)
+    np.testing.assert_array_equal(picture, dehazing_panel(hazy, hazy * 0.25, clear))
+    assert net.seen == [(False, False)]  # evaluation mode, no graph
+    assert net.training and not net.frozen.training  # every submodule's mode restored
+    assert dehazing_picture(net, hazy).shape == dehazing_panel(hazy, hazy).shape  # no truth
+
+
+def test_first_images_gathers_across_batches_and_reads_no_batch_more():
+    read = []
+
+    def loader():
+        for i in range(5):
+            read.append(i)
+            yield {"hazy": torch.full((3, 1, 2, 2), float(i)), "clear": torch.zeros(3, 1, 2, 2)}
+
+    hazy, clear = first_images(loader(), ("hazy", "clear"), 7)
+    assert hazy.shape[0] == clear.shape[0] == 7 and read == [0, 1, 2]
+    assert hazy[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 2]
+    with pytest.raises(ValueError, match="no images"):
+        first_images(iter([]), ("image",), 4)
+
+
+class _CountingDataset(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images, self.read = images, []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        self.read.append(index)
+        return {"image": self.images[index]}
+
+
+def test_the_rank_list_picture_of_a_test_set_loads_only_the_images_it_shows():
+    torch.manual_seed(1)
+    images = torch.rand(33, 3, 8, 8)  # 3 queries, then 30 gallery images
+    pids = torch.cat([torch.tensor([0, 1, 2]), torch.randint(0, 4, (30,))])
+    camids = torch.randint(0, 2, (33,))
+    split = SplitFeatures({}, pids, camids, torch.arange(33) < 3)
+    distmat = torch.randint(0, 6, (3, 30)).float()
+    dataset = _CountingDataset(images)
+    picture = rank_list_picture(dataset, split, distmat, num_queries=2, top_k=4)
+    full = rank_list(
+        images[:2], images[3:], distmat[:2], pids[:2], pids[3:], camids[:2], camids[3:], top_k=4
+    )
+    np.testing.assert_array_equal(picture, full)
+    assert len(dataset.read) <= 2 + 2 * 4 and set(dataset.read[:2]) == {0, 1}

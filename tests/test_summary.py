@@ -67,8 +67,9 @@ def test_the_summary_has_one_row_per_model_and_a_clear_branch_table_for_rvsl_mod
 
     rows = {r["model"]: r for r in summary["rows"]}
     assert list(rows) == ["clear_only", "baseline", "baseline_adabn", "real_haze"]
-    assert rows["real_haze"]["hazy"]["REAL_FOGGY"] == {"mAP": 36.0, "rank1": 46.0, "mINP": 18.0}
-    assert rows["real_haze"]["clear"]["REAL_FOGGY"]["mAP"] == 33.0
+    # fractions, as logged (the Markdown shows percent)
+    assert rows["real_haze"]["hazy"]["REAL_FOGGY"] == {"mAP": 0.36, "rank1": 0.46, "mINP": 0.18}
+    assert rows["real_haze"]["clear"]["REAL_FOGGY"]["mAP"] == 0.33
     assert "clear" not in rows["baseline"]  # one encoder: its clear branch is its hazy one
     assert rows["real_haze"]["dehaze"] == {"ssim": 0.8123, "psnr": 21.46}
     assert summary["roles"] == {
@@ -142,7 +143,7 @@ def test_the_summary_files_hold_the_rows_the_reading_and_a_chart(tmp_path):
 
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["rows"] == summary["rows"] and saved["reading"] == summary["reading"]
-    assert saved["thresholds"] == {"haze_hurts_relative_drop": 0.1, "tie_map_points": 1.0}
+    assert saved["thresholds"] == {"haze_hurts_relative_drop": 0.1, "tie_map": 0.01}
     assert summary["reading"] in (tmp_path / "summary.md").read_text()
     chart = Image.open(tmp_path / "summary.png")
     assert chart.mode == "RGB" and chart.width > 300 and chart.height > 200

@@ -3,7 +3,8 @@
 Each model's epochs are counted from the start of the chain: a model that starts from another
 entry's weights continues that entry's count, so the baseline and RVSL, which branch off the same
 clear-only model, are compared at equal labelled-data budgets and a reader sees whether each
-curve had flattened when it stopped.
+curve had flattened when it stopped. The curves hold fractions, as logged; the picture shows
+percent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rvsl.evaluation.evaluate import percent
 from rvsl.evaluation.pictures import line_chart
 
 VAL_MAP = "val/VAL/hazy/mAP"
@@ -21,15 +23,16 @@ CURVES_PICTURE = "val_curves.png"
 
 
 def read_val_curve(metrics_csv: Path, epochs: int) -> list[tuple[int, float]]:
-    """(epoch, VAL mAP in %) of every validation during fitting, epochs counted from 1. Rows at
-    epoch ``epochs`` or later are the evaluation after fitting, not a point of the curve."""
+    """(epoch, VAL mAP as a fraction) of every validation during fitting, epochs counted from 1.
+    Rows at epoch ``epochs`` or later are the evaluation after fitting, not a point of the
+    curve."""
     if not metrics_csv.is_file():
         return []
     points: dict[int, float] = {}
     with metrics_csv.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row.get(VAL_MAP) and row.get("epoch") and int(row["epoch"]) < epochs:
-                points.setdefault(int(row["epoch"]) + 1, 100 * float(row[VAL_MAP]))
+                points.setdefault(int(row["epoch"]) + 1, float(row[VAL_MAP]))
     return sorted(points.items())
 
 
@@ -44,11 +47,12 @@ def chain_offsets(starts: Mapping[str, str | None], epochs: Mapping[str, int]) -
 def val_curves_picture(
     folders: Mapping[str, Path], starts: Mapping[str, str | None], epochs: Mapping[str, int]
 ) -> np.ndarray | None:
-    """The chart of every trained model's VAL curve; None when no model measured VAL."""
+    """The chart of every trained model's VAL curve, mAP in percent; None when no model
+    measured VAL."""
     offsets = chain_offsets(starts, epochs)
     series = {
         name: [
-            (offsets[name] + e, v)
+            (offsets[name] + e, percent(v))
             for e, v in read_val_curve(folder / "csv" / "metrics.csv", epochs[name])
         ]
         for name, folder in folders.items()

@@ -6,6 +6,9 @@ images removed, queries without a true match skipped; mAP, CMC rank-1/5/10 and m
 (test set, branch), and SSIM/PSNR of the dehazer on SYN. Options a ReID user expects are in
 :class:`EvalOptions` (flip test-time augmentation, cosine distance, feature normalisation,
 k-reciprocal re-ranking).
+
+Metrics are fractions in [0, 1] everywhere in code, in ``results.json`` and in the logged
+``test/...`` values; only :func:`results_table`, written for a person, shows percent.
 """
 
 from __future__ import annotations
@@ -18,18 +21,27 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.evaluation.pictures import dehazing_panel, rank_list, save_png, shown_gallery
+from rvsl.evaluation.pictures import dehazing_picture, first_images, rank_list_picture, save_png
 from rvsl.metrics.distance import METRICS, pairwise_distance
 from rvsl.metrics.rank import evaluate_rank
 from rvsl.metrics.rerank import k_reciprocal_rerank
 from rvsl.metrics.restoration import check_restoration, dehazing_quality
 from rvsl.models.rvsl_net import BRANCHES, RVSLNet
+from rvsl.utils.files import atomic_write
+from rvsl.utils.run_folder import claim_features_file
 
 IMAGES = ("image", "clear")  # image tensors of a retrieval batch (``clear``: SYN's twins)
-REID_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+REID_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")  # fractions in [0, 1]
+PICTURE_IMAGES = 8  # images in a dehazing panel
+
+
+def percent(fraction: float) -> float:
+    """A metric as a person reads it (tables, reports, charts, log lines): percent, or mAP
+    points for a difference of two. Everywhere else metrics stay fractions in [0, 1]."""
+    return 100 * fraction
 
 
 class EvaluationError(ValueError):
@@ -171,7 +183,8 @@ def distance_matrix(split: SplitFeatures, branch: str, options: EvalOptions) -> 
 def rank_split(
     split: SplitFeatures, branch: str, options: EvalOptions, name: str = "test set"
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """ReID metrics (in %) of one branch on one split, and the distance matrix they rank."""
+    """ReID metrics (:data:`REID_METRICS`, fractions in [0, 1], and the image counts) of one
+    branch on one split, and the distance matrix they rank."""
     num_query, num_gallery = len(split.query), len(split.gallery)
     if num_query == 0 or num_gallery == 0:
         raise EvaluationError(
@@ -192,11 +205,11 @@ def rank_split(
         raise EvaluationError(f"{name}: {err}") from err
     cmc = result["cmc"]
     metrics = {
-        "mAP": 100 * result["mAP"],
-        "rank1": 100 * float(cmc[0]),
-        "rank5": 100 * float(cmc[4]),
-        "rank10": 100 * float(cmc[9]),
-        "mINP": 100 * result["mINP"],
+        "mAP": result["mAP"],
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[4]),
+        "rank10": float(cmc[9]),
+        "mINP": result["mINP"],
         "num_query": num_query,
         "num_gallery": num_gallery,
         "num_valid_queries": int(result["num_valid_queries"]),
@@ -204,46 +217,22 @@ def rank_split(
     return metrics, distmat
 
 
-def rank_list_picture(
-    dataset: Dataset,
-    split: SplitFeatures,
-    distmat: torch.Tensor,
-    num_queries: int = 8,
+def rank_lists_of(
+    net: RVSLNet,
+    datamodule: RVSLDataModule,
+    test_set: str,
+    branch: str = "hazy",
+    num_queries: int = 6,
     top_k: int = 10,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Rank lists of the first ``num_queries`` queries, loading only the images shown."""
-    q, g = split.query, split.gallery
-    rows = torch.arange(min(num_queries, len(q)))
-    dist = distmat[rows]
-    q_pids, g_pids = split.pids[q][rows], split.pids[g]
-    q_cams, g_cams = split.camids[q][rows], split.camids[g]
-    shown = shown_gallery(dist, q_pids, g_pids, q_cams, g_cams, top_k)
-    query_images = torch.stack([dataset[int(i)]["image"] for i in q[rows]])
-    gallery_images = torch.stack([dataset[int(g[j])]["image"] for j in shown.tolist()])
-    return rank_list(
-        query_images,
-        gallery_images,
-        dist[:, shown],
-        q_pids,
-        g_pids[shown],
-        q_cams,
-        g_cams[shown],
-        top_k,
-    )
-
-
-@torch.no_grad()
-def dehazed_samples(
-    net: RVSLNet, hazy: torch.Tensor, clear: torch.Tensor | None, device: str | torch.device
-) -> np.ndarray:
-    """Dehazing panel of a few images: hazy | dehazed | clear ground truth (when known)."""
-    was_training = net.training
-    net.eval()
-    try:
-        dehazed = net.dehaze(hazy.to(device)).float().cpu()
-    finally:
-        net.train(was_training)
-    return dehazing_panel(hazy, dehazed, clear)
+    """The rank-list picture of the first ``num_queries`` queries of one of ``datamodule``'s
+    validation sets through one branch (Euclidean distances of post-BNNeck features)."""
+    loader = datamodule.val_dataloader()[datamodule.val_set_names.index(test_set)]
+    split = extract_features(net, loader, (branch,), device)
+    features = split.features[branch]
+    distmat = pairwise_distance(features[split.query[:num_queries]], features[split.gallery])
+    return rank_list_picture(loader.dataset, split, distmat, num_queries, top_k)
 
 
 def evaluate(
@@ -258,9 +247,10 @@ def evaluate(
     """Metrics of every test set of ``datamodule`` and both branches; pictures into ``out_dir``.
 
     Returns ``{"options": ..., "syn_clear_input": ..., "test_sets": {SET: {branch: metrics,
-    "dehaze": {...}}}, "pictures": [paths]}``. ``export_features`` writes an ``.npz`` with, per
-    test set, ``{SET}_{branch}_features``, ``{SET}_pids``, ``{SET}_camids``, ``{SET}_is_query``
-    and ``{SET}_paths``.
+    "dehaze": {...}}}, "pictures": [paths]}``, the metrics as :func:`rank_split` gives them
+    (fractions in [0, 1]). ``export_features`` writes (atomically) an ``.npz`` with, per test
+    set, ``{SET}_{branch}_features``, ``{SET}_pids``, ``{SET}_camids``, ``{SET}_is_query`` and
+    ``{SET}_paths``; its path is ``results["features"]``.
     """
     datamodule.setup("test")
     results: dict[str, Any] = {
@@ -284,37 +274,29 @@ def evaluate(
             pairs = datamodule.syn_test_pairs_dataloader()
             per_set["dehaze"] = dehazing_quality(net, pairs, device, options.restoration_metrics)
         if pictures_dir is not None:
-            path = _save_dehazing_picture(net, datamodule, name, loader, device, pictures_dir)
+            hazy, clear = _dehazing_images(datamodule, name, loader)
+            picture = dehazing_picture(net, hazy, clear, device)
+            path = save_png(picture, pictures_dir / f"dehazing_{name}.png")
             results["pictures"].append(str(path))
         results["test_sets"][name] = per_set
         exported |= _exported_arrays(name, split)
     if export_features is not None:
-        path = Path(export_features)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **exported)
+        path = claim_features_file(export_features)  # ``.npz`` appended as numpy.savez would
+        atomic_write(path, lambda handle: np.savez(handle, **exported))
         results["features"] = str(path)
     return results
 
 
-def _save_dehazing_picture(
-    net: RVSLNet,
-    datamodule: RVSLDataModule,
-    name: str,
-    loader: DataLoader,
-    device: str | torch.device,
-    pictures_dir: Path,
-    count: int = 8,
-) -> Path:
-    """SYN: hazy | dehazed | clear; the real sets have no ground truth column."""
+def _dehazing_images(
+    datamodule: RVSLDataModule, name: str, loader: DataLoader, count: int = PICTURE_IMAGES
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images of a test set's dehazing panel: SYN's first test pairs (hazy, clear); the
+    first images of a real set, which has no ground truth (clear is None)."""
     if name == "SYN":
-        batch = next(iter(datamodule.syn_test_pairs_dataloader()))
-        hazy, clear = batch["hazy"][:count], batch["clear"][:count]
-    else:
-        dataset = loader.dataset
-        hazy = torch.stack([dataset[i]["image"] for i in range(min(count, len(dataset)))])
-        clear = None
-    picture = dehazed_samples(net, hazy, clear, device)
-    return save_png(picture, pictures_dir / f"dehazing_{name}.png")
+        hazy, clear = first_images(datamodule.syn_test_pairs_dataloader(), ("hazy", "clear"), count)
+        return hazy, clear
+    dataset = loader.dataset
+    return torch.stack([dataset[i]["image"] for i in range(min(count, len(dataset)))]), None
 
 
 def _exported_arrays(name: str, split: SplitFeatures) -> dict[str, np.ndarray]:
@@ -328,7 +310,8 @@ def _exported_arrays(name: str, split: SplitFeatures) -> dict[str, np.ndarray]:
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """A Markdown table: one row per (test set, branch), then SSIM/PSNR where measured."""
+    """A Markdown table: one row per (test set, branch) with the metrics in percent, then
+    SSIM/PSNR where measured."""
     lines = [
         "| test set | branch | mAP | rank-1 | rank-5 | rank-10 | mINP |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -336,7 +319,7 @@ def results_table(results: dict[str, Any]) -> str:
     for name, per_set in results["test_sets"].items():
         for branch in results["options"]["branches"]:
             values = per_set[branch]
-            cells = " | ".join(f"{values[m]:.2f}" for m in REID_METRICS)
+            cells = " | ".join(f"{percent(values[m]):.2f}" for m in REID_METRICS)
             lines.append(f"| {name} | {branch} | {cells} |")
     dehaze = {n: s["dehaze"] for n, s in results["test_sets"].items() if "dehaze" in s}
     for name, quality in dehaze.items():
@@ -348,7 +331,8 @@ def results_table(results: dict[str, Any]) -> str:
 
 
 def log_results(loggers: Iterable[Any], results: dict[str, Any], step: int = 0) -> None:
-    """Send the metrics (``test/<SET>/<branch>/<metric>``) and pictures to Lightning loggers."""
+    """Send the metrics (``test/<SET>/<branch>/<metric>``, fractions as in ``results``) and
+    pictures to Lightning loggers."""
     from PIL import Image
 
     from rvsl.evaluation.image_logging import log_picture

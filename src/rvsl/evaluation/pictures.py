@@ -1,17 +1,30 @@
-"""Pictures people look at: dehazing panels and rank lists, as uint8 RGB arrays and PNG files."""
+"""Pictures people look at: dehazing panels and rank lists, as uint8 RGB arrays and PNG files.
+
+Each picture has one home here: :func:`dehazing_picture` is the dehazing panel the training
+callback, the pictures after a stage and ``rvsl-eval`` all draw (of the images
+:func:`first_images` picks), and :func:`rank_list_picture` the rank lists of a test set, drawn
+by ``rvsl-eval``, after a stage and in the chain's comparison.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from rvsl.utils.files import atomic_write
+
+if TYPE_CHECKING:  # only for annotations: evaluate.py imports this module
+    from rvsl.evaluation.evaluate import SplitFeatures
+    from rvsl.models.rvsl_net import RVSLNet
 
 GREEN = (0.1, 0.8, 0.1)
 RED = (0.9, 0.1, 0.1)
@@ -38,6 +51,46 @@ def dehazing_panel(
     columns = [hazy, dehazed] if clear is None else [hazy, dehazed, clear]
     tiles = torch.stack([c.float().clamp(0, 1).cpu() for c in columns], dim=1).flatten(0, 1)
     return to_uint8(make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0))
+
+
+@torch.no_grad()
+def dehazing_picture(
+    net: RVSLNet,
+    hazy: torch.Tensor,
+    clear: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """The dehazing panel of ``hazy`` (hazy | ``net.dehaze(hazy)`` | ``clear`` when given).
+
+    The generator runs in evaluation mode without gradients; afterwards every submodule of
+    ``net`` is back in the mode it was in (a frozen part stays frozen, a training one trains).
+    """
+    modes = {module: module.training for module in net.modules()}
+    try:
+        net.eval()
+        dehazed = net.dehaze(hazy.to(device)).float().cpu()
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return dehazing_panel(hazy, dehazed, clear)
+
+
+def first_images(
+    loader: Iterable[Mapping[str, Any]], columns: tuple[str, ...], count: int
+) -> list[torch.Tensor]:
+    """The first ``count`` rows of each of ``columns`` over a loader's batches (on the CPU),
+    reading no batch past the one that completes them: the images a dehazing panel shows."""
+    parts: dict[str, list[torch.Tensor]] = {c: [] for c in columns}
+    found = 0
+    for batch in loader:
+        for c in columns:
+            parts[c].append(batch[c][: count - found].cpu())
+        found += parts[columns[0]][-1].shape[0]
+        if found >= count:
+            break
+    if found == 0:
+        raise ValueError("the loader has no images to draw")
+    return [torch.cat(parts[c]) for c in columns]
 
 
 def _framed(image: torch.Tensor, colour: tuple[float, float, float], width: int) -> torch.Tensor:
@@ -88,6 +141,39 @@ def shown_gallery(
     masked = distmat.masked_fill(same, float("inf"))
     order = torch.argsort(masked, dim=1, stable=True)[:, :top_k]
     return torch.unique(order[torch.gather(masked, 1, order).isfinite()])
+
+
+def rank_list_picture(
+    dataset: Dataset,
+    split: SplitFeatures,
+    distmat: torch.Tensor,
+    num_queries: int = 8,
+    top_k: int = 10,
+) -> np.ndarray:
+    """The :func:`rank_list` of the first ``num_queries`` queries of a test set.
+
+    ``split`` holds the labels of ``dataset`` (queries first, then the gallery) and
+    ``distmat`` the distances of at least its first ``num_queries`` queries to the gallery.
+    Only the images shown are loaded from ``dataset``.
+    """
+    q, g = split.query, split.gallery
+    rows = torch.arange(min(num_queries, len(q)))
+    dist = distmat[rows]
+    q_pids, g_pids = split.pids[q][rows], split.pids[g]
+    q_cams, g_cams = split.camids[q][rows], split.camids[g]
+    shown = shown_gallery(dist, q_pids, g_pids, q_cams, g_cams, top_k)
+    query_images = torch.stack([dataset[int(i)]["image"] for i in q[rows]])
+    gallery_images = torch.stack([dataset[int(g[j])]["image"] for j in shown.tolist()])
+    return rank_list(
+        query_images,
+        gallery_images,
+        dist[:, shown],
+        q_pids,
+        g_pids[shown],
+        q_cams,
+        g_cams[shown],
+        top_k,
+    )
 
 
 # ---------------------------------------------------------------------- captions and charts

@@ -5,9 +5,13 @@ dehazer where measured), the clear-branch table of the two-branch (RVSL) models,
 row's checkpoint was chosen, and one paragraph that reads this run's numbers: whether haze
 hurts a model trained on clear images only, and what RVSL's stage 3 gains on REAL_FOGGY over
 the baseline and over AdaBN, with the thresholds below deciding every verdict. ``summary.json``
-keeps the same rows, the models each role was given to, and the paragraph; ``summary.png``
-charts the hazy-branch mAP. :func:`rank_list_comparison` draws the same REAL_FOGGY queries
-ranked by the baseline and by RVSL.
+keeps the same rows, the models each role was given to, the paragraph and the thresholds;
+``summary.png`` charts the hazy-branch mAP. :func:`rank_list_comparison` draws the same
+REAL_FOGGY queries ranked by the baseline and by RVSL.
+
+Every mAP, rank-1 and mINP in the rows, in ``summary.json`` and in the thresholds is a fraction
+in [0, 1] (rounded to :data:`DIGITS` decimals); the tables, the reading and the chart, which a
+person reads, show them in percent and mAP points. SSIM is on its own [0, 1] scale, PSNR in dB.
 """
 
 from __future__ import annotations
@@ -22,21 +26,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from rvsl.evaluation.evaluate import percent, rank_lists_of
 from rvsl.evaluation.pictures import captioned, grouped_bar_chart, save_png, side_by_side
-from rvsl.evaluation.report import rank_list_picture
 from rvsl.models.checkpoint import load_net
 from rvsl.utils.files import atomic_write
 
 MAIN_SETS = ("REAL_CLEAR", "REAL_FOGGY", "SYN")  # then any other set measured (VAL, ...)
 TARGET_SET = "REAL_FOGGY"
 METRICS = ("mAP", "rank1", "mINP")  # kept in summary.json; the tables show mAP and rank-1
+DIGITS = 4  # decimals kept of a fraction: 0.01 % (two decimals in percent)
 RVSL_STAGES = ("syn_haze", "real_clear", "real_haze")
 FALLBACK_SELECTION = "best checkpoint"  # what train() chose before it said how
 # A relative mAP drop from REAL_CLEAR to REAL_FOGGY (clear-only model) that counts as haze
 # hurting; a smaller change in either direction is reported as "barely matters".
 HAZE_HURTS_DROP = 0.10
-# mAP points on REAL_FOGGY under which two models are reported as tied, not as a win.
-TIE_POINTS = 1.0
+# The REAL_FOGGY mAP difference (a fraction: 0.01 is 1 mAP point) under which two models are
+# reported as tied, not as a win.
+TIE_MAP = 0.01
+# An mAP change (a fraction) under which AdaBN counts as leaving the baseline unchanged.
+NO_CHANGE_MAP = 0.0005
 _SET_KEY = re.compile(r"^val/([^/]+)/hazy/mAP$")
 
 
@@ -77,13 +85,19 @@ def measured_sets(values: Mapping[str, Any]) -> list[str]:
 
 
 def branch_metrics(values: Mapping[str, Any], branch: str) -> dict[str, dict[str, float]]:
-    """``{set: {mAP, rank1, mINP}}`` in % for one branch."""
+    """``{set: {mAP, rank1, mINP}}`` of one branch, fractions rounded to :data:`DIGITS`."""
     table = {}
     for name in measured_sets(values):
         key = f"val/{name}/{branch}"
         if f"{key}/mAP" in values:
-            table[name] = {m: round(100 * float(values[f"{key}/{m}"]), 2) for m in METRICS}
+            table[name] = {m: round(float(values[f"{key}/{m}"]), DIGITS) for m in METRICS}
     return table
+
+
+def map_difference(ours: float, theirs: float) -> float:
+    """``ours - theirs`` of two rounded fractions, without the float noise of the subtraction
+    (0.11 - 0.10 is 0.01, a tie threshold reached, not 0.00999...)."""
+    return round(ours - theirs, DIGITS)
 
 
 def model_row(name: str, metrics: Mapping[str, Any], info: ModelInfo) -> dict[str, Any]:
@@ -151,7 +165,7 @@ def summarize(
         "rows": rows,
         "roles": roles,
         "reading": reading(rows, roles),
-        "thresholds": {"haze_hurts_relative_drop": HAZE_HURTS_DROP, "tie_map_points": TIE_POINTS},
+        "thresholds": {"haze_hurts_relative_drop": HAZE_HURTS_DROP, "tie_map": TIE_MAP},
     }
 
 
@@ -168,7 +182,7 @@ def haze_clause(row: Mapping[str, Any]) -> str | None:
     if clear is None or foggy is None or clear <= 0:
         return None
     drop = (clear - foggy) / clear
-    numbers = f"{clear:.1f} mAP on REAL_CLEAR and {foggy:.1f} on REAL_FOGGY"
+    numbers = f"{percent(clear):.1f} mAP on REAL_CLEAR and {percent(foggy):.1f} on REAL_FOGGY"
     name = row["model"]
     if drop >= HAZE_HURTS_DROP:
         return (
@@ -188,22 +202,25 @@ def haze_clause(row: Mapping[str, Any]) -> str | None:
 
 
 def gap_clause(rvsl: Mapping[str, Any], other: Mapping[str, Any], label: str) -> str | None:
-    """RVSL stage 3 versus one other model on REAL_FOGGY, in mAP points."""
+    """RVSL stage 3 versus one other model on REAL_FOGGY, told in mAP points."""
     ours, theirs = target_map(rvsl), target_map(other)
     if ours is None or theirs is None:
         return None
-    gap = ours - theirs
-    numbers = f"({ours:.1f} vs {theirs:.1f}, {rvsl['model']} vs {other['model']})"
-    if gap >= TIE_POINTS:
-        return f"RVSL stage 3 beats {label} on {TARGET_SET} by {gap:.1f} mAP points {numbers}."
-    if gap <= -TIE_POINTS:
+    gap = map_difference(ours, theirs)
+    numbers = f"({percent(ours):.1f} vs {percent(theirs):.1f}, {rvsl['model']} vs {other['model']})"
+    if gap >= TIE_MAP:
         return (
-            f"RVSL stage 3 does not beat {label} on {TARGET_SET}: it is {-gap:.1f} mAP points "
-            f"behind {numbers}."
+            f"RVSL stage 3 beats {label} on {TARGET_SET} by {percent(gap):.1f} mAP points "
+            f"{numbers}."
+        )
+    if gap <= -TIE_MAP:
+        return (
+            f"RVSL stage 3 does not beat {label} on {TARGET_SET}: it is {percent(-gap):.1f} mAP "
+            f"points behind {numbers}."
         )
     return (
         f"RVSL stage 3 does not beat {label} on {TARGET_SET}: they are within "
-        f"{TIE_POINTS:g} mAP point {numbers}."
+        f"{percent(TIE_MAP):g} mAP point {numbers}."
     )
 
 
@@ -214,15 +231,16 @@ def gaps_compared_clause(
     ours, base, adapted = target_map(rvsl), target_map(baseline), target_map(adabn)
     if ours is None or base is None or adapted is None:
         return None
-    over_base, over_adabn, adabn_gain = ours - base, ours - adapted, adapted - base
-    if abs(adabn_gain) < 0.05:
+    over_base, over_adabn = map_difference(ours, base), map_difference(ours, adapted)
+    adabn_gain = map_difference(adapted, base)
+    if abs(adabn_gain) < NO_CHANGE_MAP:
         relation = "the same as"
     else:
         relation = "smaller than" if adabn_gain > 0 else "larger than"
     return (
-        f"The gap over AdaBN ({over_adabn:+.1f}) is {relation} the gap over the baseline "
-        f"({over_base:+.1f}): re-estimating BatchNorm statistics on the real hazy images alone "
-        f"changes the baseline by {adabn_gain:+.1f} points."
+        f"The gap over AdaBN ({percent(over_adabn):+.1f}) is {relation} the gap over the "
+        f"baseline ({percent(over_base):+.1f}): re-estimating BatchNorm statistics on the real "
+        f"hazy images alone changes the baseline by {percent(adabn_gain):+.1f} points."
     )
 
 
@@ -230,7 +248,7 @@ def ablations_clause(rvsl: Mapping[str, Any], ablations: list[Mapping[str, Any]]
     """Each ablation's REAL_FOGGY mAP change from RVSL stage 3."""
     ours = target_map(rvsl)
     changes = [
-        f"{row['model']} {target_map(row) - ours:+.1f}"
+        f"{row['model']} {percent(map_difference(target_map(row), ours)):+.1f}"
         for row in ablations
         if ours is not None and target_map(row) is not None
     ]
@@ -238,7 +256,7 @@ def ablations_clause(rvsl: Mapping[str, Any], ablations: list[Mapping[str, Any]]
         return None
     return (
         f"Ablations, change in {TARGET_SET} mAP from RVSL stage 3: {', '.join(changes)} "
-        f"(under {TIE_POINTS:g} point counts as no effect)."
+        f"(under {percent(TIE_MAP):g} point counts as no effect)."
     )
 
 
@@ -275,8 +293,8 @@ def reading(rows: list[dict[str, Any]], roles: Mapping[str, str | None]) -> str:
 
 
 # ------------------------------------------------------------------------------ Markdown
-def _cell(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _cell(value: float | None, shown: Callable[[float], float] = float, digits: int = 2) -> str:
+    return "–" if value is None else f"{shown(value):.{digits}f}"
 
 
 def _sets_of(rows: list[Mapping[str, Any]], branch: str) -> list[str]:
@@ -285,7 +303,8 @@ def _sets_of(rows: list[Mapping[str, Any]], branch: str) -> list[str]:
 
 
 def branch_table(rows: list[Mapping[str, Any]], branch: str, dehaze: bool = False) -> str:
-    """mAP and rank-1 (%) per test set, one line per row; SSIM and PSNR when ``dehaze``."""
+    """mAP and rank-1 in percent per test set, one line per row; SSIM and PSNR when
+    ``dehaze``."""
     sets = _sets_of(rows, branch)
     header = ["model", *(f"{s} {m}" for s in sets for m in ("mAP", "rank-1"))]
     header += ["SSIM", "PSNR (dB)"] if dehaze else []
@@ -294,10 +313,10 @@ def branch_table(rows: list[Mapping[str, Any]], branch: str, dehaze: bool = Fals
         per_set = row.get(branch, {})
         cells = [row["model"]]
         for name in sets:
-            cells += [_cell(per_set.get(name, {}).get(m)) for m in ("mAP", "rank1")]
+            cells += [_cell(per_set.get(name, {}).get(m), percent) for m in ("mAP", "rank1")]
         if dehaze:
             quality = row.get("dehaze", {})
-            cells += [_cell(quality.get("ssim"), 4), _cell(quality.get("psnr"))]
+            cells += [_cell(quality.get("ssim"), digits=4), _cell(quality.get("psnr"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -322,10 +341,16 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ files
 def map_chart(rows: list[Mapping[str, Any]]) -> np.ndarray:
-    """Hazy-branch mAP per test set (groups) and model (bars)."""
+    """Hazy-branch mAP in percent per test set (groups) and model (bars)."""
     sets = _sets_of(rows, "hazy")
-    series = {r["model"]: [r["hazy"].get(s, {}).get("mAP") for s in sets] for r in rows}
+    series = {
+        r["model"]: [_percent_or_none(r["hazy"].get(s, {}).get("mAP")) for s in sets] for r in rows
+    }
     return grouped_bar_chart(sets, series, "mAP (%), hazy branch", top=None)
+
+
+def _percent_or_none(value: float | None) -> float | None:
+    return None if value is None else percent(value)
 
 
 def write_summary(summary: Mapping[str, Any], folder: Path) -> None:
@@ -350,7 +375,7 @@ def rank_list_comparison(
     pictures = []
     for label, path in checkpoints.items():
         net = load_net(path, map_location=device)
-        picture = rank_list_picture(
+        picture = rank_lists_of(
             net, datamodule, TARGET_SET, "hazy", num_queries=num_queries, device=device
         )
         pictures.append(captioned(picture, label))

@@ -10,6 +10,9 @@ skipped. Over the remaining ("kept") ranking, with true matches at 0-based kept 
 * AP: ``(1/m) sum_j j / (p_j + 1)``, the mean precision at each true match; mAP averages it;
 * INP: ``m / (p_m + 1)``, the precision at the hardest true match (Ye et al., TPAMI 2021).
 
+:mod:`rvsl.metrics.rank_reference` states this protocol plainly, one query at a time; it is the
+specification, and ``tests/test_metrics_reference.py`` checks that this implementation agrees.
+
 The implementation never argsorts a row. All it needs per true match is its position, the
 number of gallery entries of its row with a smaller distance (plus the tied ones at a smaller
 gallery index). Per chunk of queries, only entries no farther than the row's farthest true match

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
@@ -32,8 +31,9 @@ from rvsl.data import fvrid
 from rvsl.data.datasets import ImageDataset
 from rvsl.models.checkpoint import load_untrusted
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.models.start_weights import load_earlier_stage
 from rvsl.training.checkpointing import SelectedCheckpoint
-from rvsl.training.train import build_trainer, evaluate_selected, prepare_data
+from rvsl.training.train import build_model, build_trainer, evaluate_selected, prepare_data
 from rvsl.utils.config import instantiate_group
 from rvsl.utils.files import atomic_torch_save
 
@@ -185,10 +185,9 @@ def run_adabn(
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = prepare_data(cfg)
     with open_dict(cfg):
-        cfg.model.num_classes = datamodule.num_classes
         cfg.model.init_from = None
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
-    model.load_weights_from(source)
+    model = build_model(cfg, datamodule.num_classes)
+    load_earlier_stage(model, source)
     trainer = build_trainer(
         cfg.trainer, callbacks=[], logger=instantiate_group(cfg.get("logger")) or False
     )

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
 from rvsl.evaluation.image_logging import log_picture
-from rvsl.evaluation.pictures import dehazing_panel
-
-
-def _first_images(
-    loader: Iterable[Mapping[str, Any]], columns: tuple[str, ...], n: int
-) -> list[torch.Tensor]:
-    """The first ``n`` rows of each column of a loader, stopping as soon as there are enough."""
-    parts: dict[str, list[torch.Tensor]] = {c: [] for c in columns}
-    count = 0
-    for batch in loader:
-        for c in columns:
-            parts[c].append(batch[c][: n - count].cpu())
-        count += parts[columns[0]][-1].shape[0]
-        if count >= n:
-            break
-    if count == 0:
-        raise ValueError("DehazingPanelCallback: the loader has no images")
-    return [torch.cat(parts[c]) for c in columns]
+from rvsl.evaluation.pictures import dehazing_picture, first_images
 
 
 class DehazingPanelCallback(pl.Callback):
@@ -54,32 +34,24 @@ class DehazingPanelCallback(pl.Callback):
             names = list(getattr(datamodule, "val_set_names", None) or [])
             if "SYN" in names and hasattr(datamodule, "syn_test_pairs_dataloader"):
                 loader = datamodule.syn_test_pairs_dataloader()
-                hazy, clear = _first_images(loader, ("hazy", "clear"), self.num_images)
+                hazy, clear = first_images(loader, ("hazy", "clear"), self.num_images)
                 self._images = ("SYN", hazy, clear)
             else:
                 loaders = trainer.val_dataloaders
                 first = loaders[0] if isinstance(loaders, list | tuple) else loaders
-                (hazy,) = _first_images(first, ("image",), self.num_images)
+                (hazy,) = first_images(first, ("image",), self.num_images)
                 self._images = (names[0] if names else "val", hazy, None)
         return self._images
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate: stage_report draws it
+        if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate: stage_pictures draws it
             return
         if getattr(pl_module, "stage", None) == "baseline":
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         name, hazy, clear = self.fixed_images(trainer)
-        modes = {m: m.training for m in pl_module.modules()}
-        try:
-            pl_module.eval()
-            with torch.no_grad():
-                dehazed = pl_module.net.dehaze(hazy.to(pl_module.device)).float().cpu()
-        finally:
-            for module, training in modes.items():
-                module.train(training)
-        panel = dehazing_panel(hazy, dehazed, clear)
+        panel = dehazing_picture(pl_module.net, hazy, clear, pl_module.device)
         log_picture(trainer.loggers, f"pictures/dehazing_{name}", panel, step=trainer.global_step)

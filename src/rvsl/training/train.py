@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rvsl.data.check import DatasetError, require_valid_dataset, required_folders
-from rvsl.evaluation.report import stage_report
+from rvsl.evaluation.stage_pictures import stage_pictures
 from rvsl.metrics.restoration import check_restoration
 from rvsl.models.pretrained import IBN_RELEASE_FILES
 from rvsl.models.start_weights import SCRATCH
@@ -370,7 +370,7 @@ def evaluate_selected(
     )
     metrics = {k: float(v) for r in results for k, v in r.items()}
     if trainer.is_global_zero:  # pictures are written once
-        metrics |= stage_report(
+        metrics |= stage_pictures(
             model.net,
             datamodule,
             cfg.paths.output_dir,
