@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-install only when the package metadata changes; otherwise this is instant.
-$(STAMP): pyproject.toml
+# Re-install only when the package metadata or the pins change; otherwise this is instant.
+# constraints.txt pins torch and torchvision to the tested builds (pyproject.toml only gives
+# lower bounds, as a library should).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 test: install

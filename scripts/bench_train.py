@@ -2,8 +2,11 @@
 
 For each configuration (demo: ResNet-18-IBN-a at 64x64, batch 32 = 8 ids x 4; r50: the paper
 backbone ResNet-50-IBN-a at 128x128, batch 12 = 3 ids x 4), each stage (baseline, syn_haze,
-real_clear, real_haze) and each DataLoader worker count, this builds RVSLModule and
-RVSLDataModule from plain arguments and fits a ``pytorch_lightning.Trainer`` for
+real_clear, real_haze) and each DataLoader worker count, this composes the ``train`` config
+users run (``conf/``, through Hydra's compose API: ``data=fvrid``, the stage, the recipe, the
+trainer) with the benchmark's sizes and switches as overrides (:func:`overrides`), builds the
+datamodule, the model (``rvsl.training.train.build_model``) and the Trainer
+(``rvsl.training.train.build_trainer``) from it as ``rvsl-train`` does, and fits for
 ``warmup + steps`` batches on a generated FVRID-layout folder of PNG images (written at 1.25x
 the training size, so decoding and resizing do real work). A callback stamps
 ``time.perf_counter()`` at ``on_train_batch_start`` / ``on_train_batch_end``:
@@ -20,8 +23,9 @@ time. Not under ``--compile`` (the counter cannot see inside compiled graphs; th
 same as the eager run's).
 
 ``--recipe default paper`` measures the default recipe and/or ``recipe=paper`` (the official
-training's switches, read from ``conf/recipe/paper.yaml``: priors, adversarial pairing,
-stage hand-over, augmentation, real-batch sampling); precision stays ``--precision``.
+training's switches, ``conf/recipe/paper.yaml``: priors, adversarial pairing, stage hand-over,
+augmentation, real-batch sampling); precision stays ``--precision``, and the run length, seed
+and data sizes stay the benchmark's.
 
 Speed options, each off by default: ``--precision bf16-mixed``, ``--channels-last``
 (``model.channels_last``), ``--compile`` (``model.compile``; its first steps compile, so use
@@ -49,7 +53,6 @@ data-wait share can read lower than in a long run when loading is the bottleneck
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import logging
@@ -60,31 +63,22 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
 from PIL import Image
 from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.flop_counter import FlopCounterMode
 
-from rvsl.data.datamodule import RVSLDataModule
-from rvsl.training.module import RVSLModule
+from rvsl.training.train import build_model, build_trainer
 
-RECIPES = ("default", "paper")
-# the recipe keys that change what a training step computes or loads
-RECIPE_MODEL_KEYS = ("priors", "adversarial_pairing")
-RECIPE_DATA_KEYS = (
-    "real_sampling",
-    "erase_fill",
-    "erase_ratio_sampling",
-    "erase_attempts",
-    "scale_jitter",
-)
+RECIPES = ("default", "paper")  # conf/recipe/<name>.yaml
 
 
 @dataclass(frozen=True)
@@ -225,16 +219,59 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", module="lightning_fabric")
 
 
-def recipe_arguments(recipe: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(module, datamodule) keyword arguments of a recipe, read from the config users run."""
-    if recipe == "default":
-        return {}, {}
-    config = OmegaConf.to_container(
-        OmegaConf.load(files("rvsl.conf") / "recipe" / f"{recipe}.yaml")
-    )
-    model = {k: v for k, v in config.get("model", {}).items() if k in RECIPE_MODEL_KEYS}
-    data = {k: v for k, v in config.get("data", {}).items() if k in RECIPE_DATA_KEYS}
-    return model, data
+def _quoted(value: Any) -> str:
+    """A Hydra override value that stays one string whatever it holds (spaces, commas, ...)."""
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def overrides(job: dict[str, Any]) -> list[str]:
+    """``rvsl-train`` overrides for one run: the stage, the recipe, the FVRID-layout folder and
+    the benchmark's sizes, run length and speed switches; everything else is ``conf/``'s."""
+    cfg: BenchConfig = job["cfg"]
+    root = Path(job["root"])
+    backbone_width, generator_width, discriminator_width = cfg.widths
+    return [
+        "~experiment",  # one stage, not the demo's chain
+        f"stage={job['stage']}",
+        f"recipe={job.get('recipe', 'default')}",
+        f"trainer={'gpu' if job['device'] == 'cuda' else 'cpu'}",
+        "data=fvrid",
+        f"paths.data_dir={_quoted(root.parent)}",
+        f"paths.log_dir={_quoted(root.parent / 'logs')}",
+        f"paths.output_dir={_quoted(root.parent / 'run')}",
+        f"data.root={_quoted(root)}",
+        f"data.image_size=[{cfg.size},{cfg.size}]",
+        f"data.num_instances={cfg.num_instances}",
+        f"data.batch_size={cfg.batch_size}",
+        f"data.real_batch_size={cfg.real_batch_size}",
+        "data.test_sets=[SYN]",
+        f"data.num_workers={job['num_workers']}",
+        f"data.pin_memory={str(job['pin_memory']).lower()}",
+        "seed=0",
+        f"model.net.backbone={cfg.backbone}",
+        f"model.net.backbone_width={backbone_width}",
+        f"model.net.generator_width={generator_width}",
+        f"model.discriminator.width={discriminator_width}",
+        "model.pretrained=scratch",  # random weights: no ImageNet file needed to time a step
+        f"model.channels_last={str(job['channels_last']).lower()}",
+        f"model.compile={str(job['compile']).lower()}",
+        f"trainer.precision={job['precision']}",
+        "trainer.max_epochs=1",
+        # manual optimisation counts every optimizer.step() in global_step (up to 3 per batch),
+        # so the run length is set in batches, not with max_steps
+        f"trainer.limit_train_batches={job['warmup'] + job['steps']}",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
+
+
+def compose_train_config(job: dict[str, Any]) -> DictConfig:
+    """The ``train`` config ``rvsl-train`` composes, with :func:`overrides` on top."""
+    with initialize_config_module(config_module="rvsl.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=overrides(job))
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -245,36 +282,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     cuda = device.type == "cuda"
     pl.seed_everything(0, workers=True, verbose=False)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    batches = job["warmup"] + job["steps"]
-    model_args, data_args = recipe_arguments(job.get("recipe", "default"))
-    datamodule = RVSLDataModule(
-        root=job["root"],
-        stage=job["stage"],
-        image_size=(cfg.size, cfg.size),
-        num_instances=cfg.num_instances,
-        batch_size=cfg.batch_size,
-        real_batch_size=cfg.real_batch_size,
-        test_sets=("SYN",),
-        num_workers=job["num_workers"],
-        pin_memory=job["pin_memory"],
-        seed=0,
-        **data_args,
-    )
-    model = RVSLModule(
-        backbone=cfg.backbone,
-        backbone_width=cfg.widths[0],
-        generator_width=cfg.widths[1],
-        discriminator_width=cfg.widths[2],
-        num_classes=datamodule.num_classes,
-        stage=job["stage"],
-        # the model config's optimisers; the per-epoch schedules do not touch step time
-        optimizer=functools.partial(torch.optim.Adam, lr=1e-4, weight_decay=5e-4),
-        disc_optimizer=functools.partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
-        pool_size=50,
-        channels_last=job["channels_last"],
-        compile=job["compile"],
-        **model_args,
-    )
+    run_cfg = compose_train_config(job)
+    datamodule = hydra.utils.instantiate(run_cfg.data)
+    model = build_model(run_cfg, datamodule.num_classes)
     # the last warm-up step: its counting overhead is in no measured compute or data wait
     timer = StepTimer(cuda, None if job["compile"] else job["warmup"] - 1)
     strategy: Any = "auto"
@@ -283,23 +293,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             process_group_backend="nccl" if cuda else "gloo",
             find_unused_parameters=job["ddp"] == "find_unused",
         )
-    trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu",
-        devices=1,
+    trainer = build_trainer(
+        run_cfg.trainer,
         strategy=strategy,
-        precision=job["precision"],
-        max_epochs=1,
-        # manual optimisation counts every optimizer.step() in global_step (up to 3 per batch),
-        # so the run length is set in batches, not with max_steps
-        limit_train_batches=batches,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        log_every_n_steps=1,
         callbacks=[timer],
     )
     if cuda:

@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from rvsl.cli.export import main
-from rvsl.export import export_onnx, verify_onnx
+from rvsl.export import MANIFEST, export_checkpoint, export_onnx, verify_onnx
 from rvsl.models import RVSLNet, save_net
 
 ort = pytest.importorskip("onnxruntime")
@@ -107,25 +108,75 @@ def test_manifest(exported):
         assert (paths["manifest"].parent / entry["file"]).is_file()
 
 
-def test_cli_end_to_end(exported, tmp_path, capsys):
+def test_cli_end_to_end(exported, tmp_path, monkeypatch, capsys):
+    """Explicit settings win over what the checkpoint records; the Hydra app writes nothing
+    but ``out`` (no run folder, no .hydra/, no log file)."""
     net, _ = exported
     ckpt = tmp_path / "net.ckpt"
-    save_net(net, ckpt)
+    save_net(net, ckpt, image_size=list(SIZE), normalize=False)
     out = tmp_path / "onnx"
+    monkeypatch.chdir(tmp_path)
     args = [f"checkpoint={ckpt}", f"out={out}", "image_size=32", "branch=clear", "opset=13"]
     assert main([*args, "normalize=true"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "embed_clear.onnx") in printed and str(out / "dehaze.onnx") in printed
     assert "features@1" in printed and "dehazed@3" in printed
+    assert "image size 32 x 32 (image_size=), normalize=true (normalize=)" in printed
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["image_size"] == [32, 32] and manifest["opset"] == 13
     assert manifest["branch"] == "clear" and manifest["input"]["normalize"] is True
     assert manifest["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.ckpt", "onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["dehaze.onnx", "embed_clear.onnx", MANIFEST]
+
+
+def test_cli_takes_image_size_and_normalisation_from_the_checkpoint(exported, tmp_path, capsys):
+    net, _ = exported
+    ckpt = tmp_path / "net.ckpt"
+    save_net(net, ckpt, image_size=list(SIZE), normalize=True)  # as a training run records them
+    assert main([f"checkpoint={ckpt}", f"out={tmp_path / 'onnx'}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"image size {SIZE[0]} x {SIZE[1]} (recorded in the checkpoint)" in printed
+    assert "normalize=true (the checkpoint's)" in printed
+    manifest = json.loads((tmp_path / "onnx" / MANIFEST).read_text())
+    assert manifest["image_size"] == list(SIZE) and manifest["input"]["normalize"] is True
+
+
+def test_without_a_recorded_size_the_inference_default_is_used_and_said(
+    exported, tmp_path, monkeypatch
+):
+    net, _ = exported
+    ckpt = tmp_path / "net.ckpt"
+    save_net(net, ckpt)  # records neither size nor normalisation
+    monkeypatch.setattr("rvsl.inference.DEFAULT_IMAGE_SIZE", (34, 30))  # 384 is slow here
+    result = export_checkpoint(ckpt, tmp_path / "onnx")
+    assert result.image_size == (34, 30) and result.image_size_source == "default"
+    assert result.normalize is False and result.normalize_source == "checkpoint"
+    assert result.verified and set(result.errors) == {
+        "features@1",
+        "features@3",
+        "dehazed@1",
+        "dehazed@3",
+    }
 
 
 def test_help(capsys):
     assert main(["--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: rvsl-export checkpoint=PATH out=DIR")
+
+
+def test_cfg_job_shows_the_composed_settings(capsys):
+    """A real Hydra app: Hydra's flags work, and the defaults are conf/export.yaml's."""
+    assert main(["--cfg", "job", "checkpoint=c.ckpt", "out=o", "image_size=[32,30]"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == {
+        "checkpoint": "c.ckpt",
+        "out": "o",
+        "image_size": [32, 30],
+        "branch": "hazy",
+        "opset": 17,
+        "normalize": None,
+    }
 
 
 def test_python_dash_m_exit_code(tmp_path, monkeypatch, capsys):
@@ -164,6 +215,9 @@ def bad_files(tmp_path):
         (["checkpoint={d}/ok.ckpt", "out={d}/o", "opset=99"], "opset must be"),
         (["checkpoint={d}/ok.ckpt", "out={d}/taken"], "is an existing file"),
         (["out={d}/o"], "missing argument checkpoint="),
+        (["checkpoint={d}/ok.ckpt"], "missing argument out="),
+        (["checkpoint={d}/ok.ckpt", "out={d}/o", "normalize=yes"], "normalize must be"),
+        (["checkpoint={d}/ok.ckpt", "out={d}/o", "image_size=[8,8]"], "is too small"),
         (["checkpoint={d}/ok.ckpt", "out={d}/o", "out={d}/p"], "given twice"),
     ],
 )

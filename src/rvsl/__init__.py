@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rvsl.inference import Reidentifier
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("rvsl")  # the installed distribution's, so it matches pip's
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = ["Reidentifier", "__version__"]
 
 

@@ -20,6 +20,7 @@ from rvsl.data.transforms import (
     IMAGENET_STD,
     build_eval_transform,
     load_image,
+    size_pair,
     to_rgb,
 )
 from rvsl.metrics.distance import pairwise_distance
@@ -32,14 +33,6 @@ DEFAULT_IMAGE_SIZE = (384, 384)
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 Images = ImageInput | Sequence[ImageInput]
-
-
-def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        size = (size, size)
-    if len(size) != 2 or not all(int(s) > 0 for s in size):
-        raise ValueError(f"image_size must be a positive int or (H, W), got {size!r}")
-    return int(size[0]), int(size[1])
 
 
 def _recorded_settings(ckpt: Any) -> dict[str, Any]:
@@ -75,7 +68,7 @@ class Reidentifier:
         #: The (H, W) the checkpoint says it was trained at; None when it records none.
         self.trained_image_size: tuple[int, int] | None = None
         self.net = net.to(self._device).eval()
-        self._image_size = _size_pair(image_size)
+        self._image_size = size_pair(image_size)
         self.normalize_input = bool(normalize_input)
         self.transform = build_eval_transform(self._image_size, normalize=self.normalize_input)
 
@@ -105,7 +98,7 @@ class Reidentifier:
             normalize_input=bool(settings.get("normalize", False)),
         )
         recorded = settings.get("image_size")
-        reidentifier.trained_image_size = _size_pair(recorded) if recorded else None
+        reidentifier.trained_image_size = size_pair(recorded) if recorded else None
         return reidentifier
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""``rvsl-eval checkpoint=PATH [data=fvrid data.root=PATH] [test_set=...] [eval.*=...]``.
+"""Evaluate a checkpoint on the test sets: ``rvsl-eval checkpoint=PATH [data=fvrid ...]``.
 
 The command line only: Hydra composes the configuration, :func:`rvsl.evaluation.run.run`
 does the work, and this prints its table, or one ``rvsl-eval: ...`` line (exit code 2) for an

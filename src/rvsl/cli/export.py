@@ -1,120 +1,113 @@
 """``rvsl-export checkpoint=PATH out=DIR [key=value ...]``: ONNX export of an rvsl checkpoint.
 
-Optional keys: ``image_size`` (256; ``N`` or ``[H,W]``), ``branch`` (hazy or clear), ``opset``
-(17) and ``normalize`` (false; only recorded in the manifest: whether the network was trained
-on ImageNet-normalised inputs, ``data.normalize``). Arguments are written as Hydra overrides.
+A Hydra app on ``conf/export.yaml`` (``rvsl-export --help`` lists the settings, ``--cfg job``
+shows the composed config). Optional keys: ``image_size`` (``N`` or ``[H,W]``; default: the size
+the checkpoint records, else 384), ``branch`` (hazy or clear), ``opset`` (17) and ``normalize``
+(whether the network takes ImageNet-normalised inputs; default: what the checkpoint records).
 
-Loads the checkpoint (training or ``rvsl-convert`` output), writes ``embed_<branch>.onnx``,
-``dehaze.onnx`` and the ``export.json`` manifest into ``out``, then checks both models with ONNX
-Runtime against PyTorch at batch sizes 1 and 3 and prints the max abs errors.
+Loads the checkpoint (training, ``rvsl-convert`` output or the authors' raw weights), writes
+``embed_<branch>.onnx``, ``dehaze.onnx`` and the ``export.json`` manifest into ``out``, then
+checks both models with ONNX Runtime against PyTorch at batch sizes 1 and 3 and prints the max
+abs errors (:func:`rvsl.export.export_checkpoint` does the work).
 
-Exit codes: 0 exported and verified; 1 ONNX Runtime disagrees with PyTorch; 2 bad input.
+Exit codes: 0 exported and verified; 1 ONNX Runtime disagrees with PyTorch; 2 bad input, said in
+one line ``rvsl-export: error: ...``.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from importlib.resources import files
 
-from rvsl.export import (
-    BRANCHES,
-    DEFAULT_OPSET,
-    MAX_OPSET,
-    MIN_OPSET,
-    export_onnx,
-    require,
-    verify_onnx,
-)
-from rvsl.models.checkpoint import CheckpointError, load_net
-from rvsl.models.image_size import image_size_problem
+import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+
+from rvsl.export import TOLERANCE, ExportError, export_checkpoint
+from rvsl.models.checkpoint import CheckpointError
+from rvsl.utils.files import DiskFullError
 
 PROG = "rvsl-export"
-#: Largest max abs error (features or dehazed pixels) accepted between ONNX Runtime and PyTorch.
-TOLERANCE = 1e-3
-USAGE = (
-    f"usage: {PROG} checkpoint=PATH out=DIR [image_size=256|[H,W]] [branch={'|'.join(BRANCHES)}] "
-    f"[opset={DEFAULT_OPSET}] [normalize=false|true]"
-)
-KEYS = ("checkpoint", "out", "image_size", "branch", "opset", "normalize")
+CONFIG = "export"
 
 
 class UsageError(ValueError):
     """A command line that cannot be run; the message is one sentence for the user."""
 
 
-@dataclass(frozen=True)
-class Options:
-    checkpoint: Path
-    out: Path
-    image_size: tuple[int, int] = (256, 256)
-    branch: str = "hazy"
-    opset: int = DEFAULT_OPSET
-    normalize: bool = False
+def config_keys() -> list[str]:
+    """The settings of ``conf/export.yaml``, in file order."""
+    cfg = OmegaConf.create(files("rvsl.conf").joinpath(f"{CONFIG}.yaml").read_text())
+    return [str(k) for k in cfg if k not in ("defaults", "hydra")]
 
 
-def _image_size(text: str) -> tuple[int, int]:
-    parts = [p.strip() for p in text.strip().removeprefix("[").removesuffix("]").split(",")]
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        sizes = []
-    if len(sizes) not in (1, 2) or min(sizes) < 1:
-        raise UsageError(f"image_size must be a positive integer N or [H,W], got {text!r}")
-    problem = image_size_problem((sizes[0], sizes[-1]), setting="image_size")
-    if problem:
-        raise UsageError(problem)
-    return (sizes[0], sizes[-1])
-
-
-def _opset(text: str) -> int:
-    try:
-        opset = int(text)
-    except ValueError:
-        opset = 0
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UsageError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {text!r}")
-    return opset
-
-
-def _branch(text: str) -> str:
-    if text not in BRANCHES:
-        raise UsageError(f"branch must be {' or '.join(BRANCHES)}, got {text!r}")
-    return text
-
-
-def _bool(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise UsageError(f"normalize must be true or false, got {text!r}")
-    return text.lower() == "true"
-
-
-def parse_args(argv: list[str]) -> Options:
-    """``key=value`` tokens -> Options; UsageError on anything malformed, unknown or missing."""
-    given: dict[str, str] = {}
-    for token in argv:
-        key, sep, value = token.partition("=")
-        if not sep or not key or not value:
-            raise UsageError(f"malformed argument {token!r}: expected key=value, e.g. out=onnx/")
-        if key not in KEYS:
-            raise UsageError(f"unknown argument {key!r}: expected one of {', '.join(KEYS)}")
-        if key in given:
+def check_overrides(overrides: Sequence[str], keys: Sequence[str]) -> None:
+    """UsageError for an override Hydra cannot parse, a key the config does not have, or a key
+    given twice (Hydra would keep the last silently). ``hydra.*`` overrides are Hydra's."""
+    parser = OverridesParser.create()
+    seen: set[str] = set()
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except OverrideParseException:
+            raise UsageError(
+                f"malformed argument {text!r}: expected key=value, e.g. out=onnx/"
+            ) from None
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        if key not in keys:
+            raise UsageError(f"unknown argument {key!r}: expected one of {', '.join(keys)}")
+        if key in seen:
             raise UsageError(f"argument {key!r} is given twice")
-        given[key] = value
+        seen.add(key)
+
+
+def run(cfg: DictConfig) -> int:
+    """Export as ``cfg`` says and print what was written; the exit code."""
     for key in ("checkpoint", "out"):
-        if key not in given:
-            raise UsageError(f"missing argument {key}=...; {USAGE}")
-    out = Path(given["out"])
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out={out} is an existing file; out must be a directory")
-    return Options(
-        checkpoint=Path(given["checkpoint"]),
-        out=out,
-        image_size=_image_size(given.get("image_size", "256")),
-        branch=_branch(given.get("branch", "hazy")),
-        opset=_opset(given.get("opset", str(DEFAULT_OPSET))),
-        normalize=_bool(given.get("normalize", "false")),
+        if OmegaConf.is_missing(cfg, key):
+            raise UsageError(f"missing argument {key}=...; see {PROG} --help")
+    image_size = cfg.image_size
+    if OmegaConf.is_list(image_size):
+        image_size = OmegaConf.to_container(image_size)
+    result = export_checkpoint(
+        str(cfg.checkpoint),
+        str(cfg.out),
+        image_size=image_size,
+        branch=cfg.branch,
+        opset=cfg.opset,
+        normalize=cfg.normalize,
     )
+    (h, w), paths = result.image_size, result.paths
+    size_from = {
+        "given": "image_size=",
+        "checkpoint": "recorded in the checkpoint",
+        "default": "the checkpoint records none: the paper's; set image_size= to choose",
+    }[result.image_size_source]
+    normalize_from = "normalize=" if result.normalize_source == "given" else "the checkpoint's"
+    print(
+        f"{result.backbone}, {result.branch} branch, opset {result.opset}: image size {h} x {w} "
+        f"({size_from}), normalize={str(result.normalize).lower()} ({normalize_from})"
+    )
+    print(f"wrote {paths['embed']} (images B x 3 x {h} x {w} -> features B x {result.feature_dim})")
+    print(f"wrote {paths['dehaze']} (hazy B x 3 x {h} x {w} -> dehazed B x 3 x {h} x {w})")
+    print(f"wrote {paths['manifest']}")
+    print(
+        "onnxruntime vs pytorch, max abs error (name@batch): "
+        + ", ".join(f"{k} {v:.2e}" for k, v in result.errors.items())
+    )
+    if not result.verified:
+        worst, error = result.worst
+        return _fail(
+            f"ONNX Runtime disagrees with PyTorch on {worst} (max abs error {error:.3g} > "
+            f"{TOLERANCE:g}); do not use these files",
+            code=1,
+        )
+    return 0
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -122,44 +115,36 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(f"{USAGE}\n\n{__doc__.strip()}")
-        return 0
+@hydra.main(version_base="1.3", config_path="pkg://rvsl.conf", config_name=CONFIG)
+def _app(cfg: DictConfig) -> None:
     try:
-        opts = parse_args(argv)
+        code = run(cfg)
+    except (UsageError, ExportError, CheckpointError, ModuleNotFoundError) as err:
+        code = _fail(str(err))
+    except OSError as err:  # FileExistsError (files no export wrote), a full disk, ...
+        detail = err if isinstance(err, DiskFullError) or not err.strerror else err.strerror
+        code = _fail(f"cannot write to out={cfg.out}: {detail}")
+    if code:
+        sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console command: Hydra's command line (``argv``, default ``sys.argv[1:]``) checked
+    for unknown, malformed and repeated keys, then the Hydra app; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        check_overrides(args.overrides, config_keys())
     except UsageError as err:
         return _fail(str(err))
-
+    saved = sys.argv
+    sys.argv = [PROG, *argv]
     try:
-        require("onnx")
-        require("onnxruntime")
-        net = load_net(opts.checkpoint)
-    except (ModuleNotFoundError, CheckpointError) as err:
-        return _fail(str(err))
-    try:
-        paths = export_onnx(
-            net, opts.out, opts.image_size, opts.opset, opts.branch, normalize=opts.normalize
-        )
-    except OSError as err:
-        return _fail(f"cannot write to out={opts.out}: {err.strerror or err}")
-    h, w = opts.image_size
-    print(f"wrote {paths['embed']} (images B x 3 x {h} x {w} -> features B x {net.feature_dim})")
-    print(f"wrote {paths['dehaze']} (hazy B x 3 x {h} x {w} -> dehazed B x 3 x {h} x {w})")
-    print(f"wrote {paths['manifest']}")
-    errors = verify_onnx(net, paths, opts.image_size)
-    print(
-        "onnxruntime vs pytorch, max abs error (name@batch): "
-        + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
-    )
-    worst = max(errors, key=errors.__getitem__)
-    if not errors[worst] <= TOLERANCE:
-        return _fail(
-            f"ONNX Runtime disagrees with PyTorch on {worst} (max abs error "
-            f"{errors[worst]:.3g} > {TOLERANCE:g}); do not use these files",
-            code=1,
-        )
+        _app()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.argv = saved
     return 0
 
 

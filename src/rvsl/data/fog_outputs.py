@@ -4,7 +4,8 @@
 output file may be replaced (``--overwrite``) only when it is recorded there and unchanged since,
 or when it is a byte copy of its clear image. A run writes into a staging folder
 (``.rvsl-fog-<pid>-<ns>`` inside the output folder) and :func:`commit` moves the finished files
-into place, the parameter file first, so the record never lags the files.
+into place, the parameter file first (written atomically, :func:`rvsl.utils.files.atomic_write`),
+so the record never lags the files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from rvsl.data.haze import HazeError
+from rvsl.utils.files import atomic_write
 
 CSV_HEADER = ["name", "beta", "airlight", "depth", "foggy_sha256", "clear_sha256"]
 STAGE = ".rvsl-fog-"
@@ -127,9 +129,9 @@ def commit(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     writer.writerows(merged[name] for name in sorted(merged))
-    tmp = stage / params_file.name
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, params_file)
+
+    data = buf.getvalue().encode("utf-8")
+    atomic_write(params_file, lambda handle: handle.write(data))
     for folder in sorted(p for p in stage.iterdir() if p.is_dir()):
         (out / folder.name).mkdir(exist_ok=True)
         for path in sorted(folder.iterdir()):

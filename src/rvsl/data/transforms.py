@@ -87,11 +87,13 @@ def load_image(path: str | Path) -> tv_tensors.Image:
     return F.pil_to_tensor(rgb).as_subclass(tv_tensors.Image)
 
 
-def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``N`` or ``(H, W)`` -> ``(H, W)`` of positive integers; anything else is a ValueError."""
     if isinstance(size, int):
-        return size, size
-    h, w = (int(s) for s in size)
-    return h, w
+        size = (size, size)
+    if len(size) != 2 or not all(int(s) > 0 for s in size):
+        raise ValueError(f"image_size must be a positive int or (H, W), got {size!r}")
+    return int(size[0]), int(size[1])
 
 
 class RandomScaleCenterCrop(v2.Transform):
@@ -109,7 +111,7 @@ class RandomScaleCenterCrop(v2.Transform):
         per_axis: bool = False,
     ) -> None:
         super().__init__()
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
         lo, hi = (float(s) for s in scale)
         if not 0 < lo <= hi:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {scale}")
@@ -249,7 +251,7 @@ def build_eval_transform(
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize(list(_size_pair(size)), antialias=True),
+            v2.Resize(list(size_pair(size)), antialias=True),
             v2.ToDtype(torch.float32, scale=True),
             *_tail(normalize, mean, std),
         ]

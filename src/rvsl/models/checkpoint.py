@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.utils.files import atomic_torch_save
 
 FORMAT_VERSION = 1
 NET_PREFIX = "net."
@@ -66,20 +66,6 @@ def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def make_checkpoint(net: RVSLNet, **extra: Any) -> dict[str, Any]:
     """A checkpoint dict holding ``net``'s weights and how to rebuild it."""
     state = {NET_PREFIX + k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -87,8 +73,9 @@ def make_checkpoint(net: RVSLNet, **extra: Any) -> dict[str, Any]:
 
 
 def save_net(net: RVSLNet, path: str | os.PathLike[str], **extra: Any) -> None:
-    """Save ``net`` in this package's checkpoint format, atomically."""
-    save_atomic(make_checkpoint(net, **extra), path)
+    """Save ``net`` in this package's checkpoint format, atomically (temporary file, fsync,
+    rename: :func:`rvsl.utils.files.atomic_torch_save`)."""
+    atomic_torch_save(make_checkpoint(net, **extra), path)
 
 
 def load_net(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> RVSLNet:

@@ -21,12 +21,12 @@ from rvsl.models.checkpoint import (
     CheckpointError,
     load_untrusted,
     make_checkpoint,
-    save_atomic,
     short_list,
     unwrap_state_dict,
 )
 from rvsl.models.resnet_ibn import BACKBONES, Bottleneck
 from rvsl.models.rvsl_net import RVSLNet
+from rvsl.utils.files import atomic_torch_save
 
 # official top-level module -> ours
 _PARTS = {
@@ -178,7 +178,7 @@ def convert_official_checkpoint(
             "choose another output file"
         )
     net = official_to_net(unwrap_state_dict(load_untrusted(src), str(src)), str(src))
-    save_atomic(make_checkpoint(net, source=f"official:{Path(src).name}"), dst)
+    atomic_torch_save(make_checkpoint(net, source=f"official:{Path(src).name}"), dst)
     return net
 
 

@@ -10,12 +10,14 @@ stage=real_haze loss.ea=0.5`` overrides one weight, and ``rvsl-train --cfg job``
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from rvsl.training import objectives
-from rvsl.training.objectives import Objective
+if TYPE_CHECKING:
+    from rvsl.training.objectives import Objective
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,16 @@ class Stage:
     number: int  # the datamodule's stage: 1 synthetic pairs only, 2 + real clear, 3 + real hazy
     discriminators: tuple[str, ...]  # stepped after the main update, in this order
     target_test_set: str  # the headline test set of the stage (reported, never used to select)
-    objective: Objective
+    objective_name: str  # its function in rvsl.training.objectives
     weights: Mapping[str, float] = field(default_factory=dict)
     shared_encoder: bool = False  # one encoder serves both branches (the baseline)
     generators: bool = True  # whether the main optimizer trains the generators
+
+    @property
+    def objective(self) -> Objective:
+        """The stage's objective function (imported on first use: the table itself, which
+        every Hydra config reads, stays free of torch)."""
+        return getattr(importlib.import_module("rvsl.training.objectives"), self.objective_name)
 
     @property
     def real_domain(self) -> str | None:
@@ -52,7 +60,7 @@ STAGES: Mapping[str, Stage] = MappingProxyType(
             number=1,
             discriminators=(),
             target_test_set="SYN",
-            objective=objectives.baseline,
+            objective_name="baseline",
             weights=_frozen({"reid": 1.0}),
             shared_encoder=True,
             generators=False,
@@ -63,7 +71,7 @@ STAGES: Mapping[str, Stage] = MappingProxyType(
             number=1,
             discriminators=("disc_clear", "disc_hazy"),
             target_test_set="SYN",
-            objective=objectives.syn_haze,
+            objective_name="syn_haze",
             weights=_frozen({"reid": 1.0, "p2p": 0.5, "ea": 0.5, "adv": 0.5}),
         ),
         "real_clear": Stage(
@@ -72,7 +80,7 @@ STAGES: Mapping[str, Stage] = MappingProxyType(
             number=2,
             discriminators=("disc_clear",),
             target_test_set="REAL_CLEAR",
-            objective=objectives.real_clear,
+            objective_name="real_clear",
             weights=_frozen(
                 {
                     "aux_reid": 10.0,
@@ -93,7 +101,7 @@ STAGES: Mapping[str, Stage] = MappingProxyType(
             number=3,
             discriminators=("disc_hazy",),
             target_test_set="REAL_FOGGY",
-            objective=objectives.real_haze,
+            objective_name="real_haze",
             weights=_frozen(
                 {
                     "aux_reid": 10.0,

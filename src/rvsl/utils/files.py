@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
-
 #: errno -> what it means for the user
 DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
@@ -159,4 +157,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` through :func:`atomic_write`. (Lightning's own save goes through an fsspec
     transaction whose temporary file lives in /tmp, and across filesystems that final move is a
     copy.)"""
+    import torch  # here, so that writing a plain file does not load torch
+
     atomic_write(path, lambda handle: torch.save(obj, handle))

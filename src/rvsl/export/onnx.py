@@ -1,10 +1,11 @@
-"""ONNX export of a trained RVSL network: the embedding path and the dehazer.
+"""Writing the ONNX models: the embedding path, the dehazer and the manifest.
 
 ``export_onnx`` writes ``embed_<branch>.onnx`` (one branch's encoder -> ReID trunk -> pool ->
 BNNeck: input ``images`` (B, 3, H, W), output ``features`` (B, D)), ``dehaze.onnx`` (hazy
 encoder -> clear generator: input ``hazy``, output ``dehazed``, same size and normalisation as
 the input) and ``export.json``, a manifest saying how to feed them. Only the batch axis is
-dynamic; H and W are fixed at export. ``verify_onnx`` checks ONNX Runtime against PyTorch.
+dynamic; H and W are fixed at export. Every file is written atomically
+(:func:`rvsl.utils.files.atomic_write`).
 
 Exporter: the TorchScript-based one (``dynamo=False``, ``dynamic_axes``). The default dynamo
 exporter of torch 2.14 needs ``onnxscript``, which is not installed; the TorchScript exporter
@@ -27,18 +28,25 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
-import numpy as np
 import torch
 from torch import nn
 
-from rvsl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rvsl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, size_pair
 from rvsl.models.rvsl_net import BRANCHES, RVSLNet
+from rvsl.utils.files import atomic_write
 
 DEFAULT_OPSET = 17  # run by every ONNX Runtime since 1.11 and by most other runtimes
 MIN_OPSET = 11  # Resize with align_corners
 MAX_OPSET = 20  # the TorchScript exporter's highest (torch.onnx._constants)
 MANIFEST = "export.json"
+#: Largest max abs error (features or dehazed pixels) accepted between ONNX Runtime and PyTorch.
+TOLERANCE = 1e-3
+
+
+class ExportError(ValueError):
+    """Settings an export cannot use; the message is one sentence for the user."""
 
 
 class EmbedModel(nn.Module):
@@ -86,15 +94,6 @@ def _device(net: nn.Module) -> torch.device:
 def _cpu_eval_copy(net: RVSLNet) -> RVSLNet:
     """A float32 CPU copy in eval mode: the caller's network keeps its device and mode."""
     return copy.deepcopy(net).to("cpu", torch.float32).eval()
-
-
-def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    h, w = (int(s) for s in image_size)
-    if h < 1 or w < 1:
-        raise ValueError(f"image_size must be positive, got {(h, w)}")
-    return h, w
 
 
 @contextlib.contextmanager
@@ -197,15 +196,13 @@ def export_module(
     path = Path(path)
     if not replace and (path.exists() or path.is_symlink()):
         raise FileExistsError(f"refusing to replace {path}: it already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename; this file gets the umask's mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(handle: BinaryIO) -> None:  # the TorchScript exporter writes to a file object
         with _quiet_exporter(), torch.no_grad():
             torch.onnx.export(
                 module.eval(),
                 (example,),
-                tmp,
+                handle,
                 dynamo=False,
                 input_names=[input_name],
                 output_names=[output_name],
@@ -213,10 +210,8 @@ def export_module(
                 opset_version=opset,
                 do_constant_folding=True,
             )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
 
 
@@ -228,7 +223,7 @@ def export_embed(
     branch: str = "hazy",
 ) -> Path:
     """Write only the embedding model (``images`` -> ``features``) to ``path``."""
-    h, w = _size_pair(image_size)
+    h, w = size_pair(image_size)
     model = EmbedModel(_cpu_eval_copy(net), branch)
     return export_module(model, torch.rand(2, 3, h, w), path, "images", "features", opset)
 
@@ -250,7 +245,7 @@ def export_onnx(
     export wrote them, unchanged since (``export.json`` records their SHA-256 under ``written``);
     otherwise FileExistsError names them before anything is written.
     """
-    h, w = _size_pair(image_size)
+    h, w = size_pair(image_size)
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
     out_dir = Path(out_dir)
@@ -312,62 +307,6 @@ def export_onnx(
     written |= {p.name: _sha256(p) for p in (paths["embed"], paths["dehaze"])}
     manifest["written"] = dict(sorted(written.items()))  # what a later export may replace
     paths["manifest"] = out_dir / MANIFEST
-    tmp = out_dir / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, paths["manifest"])
+    text = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    atomic_write(paths["manifest"], lambda handle: handle.write(text))
     return paths
-
-
-def _session(path: Path):
-    require("onnxruntime")
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def verify_onnx(
-    net: RVSLNet,
-    paths: dict[str, Path],
-    image_size: int | Sequence[int] = 256,
-    batch: int = 3,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Max abs error of ONNX Runtime (CPU) against PyTorch at batch sizes 1 and ``batch``.
-
-    Random uniform [0, 1) inputs; compares with ``RVSLNet.embed`` and ``RVSLNet.dehaze``
-    themselves. Keys: ``features@1``, ``features@<batch>``, ``dehazed@1``, ``dehazed@<batch>``
-    (only for the models present in ``paths``).
-    """
-    if batch < 2:
-        raise ValueError(f"batch must be at least 2 (1 is always checked), got {batch}")
-    h, w = _size_pair(image_size)
-    cpu_net = _cpu_eval_copy(net)
-    gen = torch.Generator().manual_seed(seed)
-    errors: dict[str, float] = {}
-    if "embed" in paths:
-        branch = Path(paths["embed"]).stem.removeprefix("embed_")
-        session = _session(Path(paths["embed"]))
-        for n in (1, batch):
-            images = torch.rand(n, 3, h, w, generator=gen)
-            with torch.inference_mode():
-                expected = cpu_net.embed(images, branch)[f"feat_{branch}"].numpy()
-            (got,) = session.run(["features"], {"images": images.numpy()})
-            errors[f"features@{n}"] = _max_abs(got, expected)
-    if "dehaze" in paths:
-        session = _session(Path(paths["dehaze"]))
-        for n in (1, batch):
-            hazy = torch.rand(n, 3, h, w, generator=gen)
-            with torch.inference_mode():
-                expected = cpu_net.dehaze(hazy).numpy()
-            (got,) = session.run(["dehazed"], {"hazy": hazy.numpy()})
-            errors[f"dehazed@{n}"] = _max_abs(got, expected)
-    return errors
-
-
-def _max_abs(got: np.ndarray, expected: np.ndarray) -> float:
-    if got.shape != expected.shape:
-        return float("inf")
-    return float(np.abs(got - expected).max())
