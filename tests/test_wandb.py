@@ -111,7 +111,7 @@ def test_a_training_run_logs_config_scalars_and_pictures_to_an_offline_run(
     run = _offline_run(Path(cfg.paths.output_dir))
     assert run.run.display_name == f"{cfg.task_name}-run"  # <task_name>-<run folder name>
     assert run.run.job_type == "syn_haze" and list(run.run.tags) == ["stage-syn_haze"]
-    assert run.config["model"]["backbone"] == "resnet18_ibn_a"
+    assert run.config["model"]["net"]["backbone"] == "resnet18_ibn_a"
     assert run.config["stage"] == "syn_haze" and run.config["seed"] == cfg.seed
     logged = {k for row in run.history for k in row}
     for key in ("val/REAL_FOGGY/hazy/mAP", "val/SYN/clear/rank1", "train/syn/ce_clear_epoch"):

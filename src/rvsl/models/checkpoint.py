@@ -111,7 +111,18 @@ def load_net(path: str | os.PathLike[str], map_location: str | torch.device = "c
     return net.to(map_location)
 
 
+def wrong_shapes(state: Mapping[str, Any], own: Mapping[str, torch.Tensor]) -> list[str]:
+    """``"key (saved shape) (here own shape)"`` for every tensor of ``state`` that ``own`` holds
+    with another shape: what a checkpoint that does not fit the network gets named for."""
+    return [
+        f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+    ]
+
+
 def short_list(keys: list[str], limit: int = 12) -> str:
+    """At most ``limit`` of ``keys``, comma-separated, then how many more; ``none`` if empty."""
     if not keys:
         return "none"
     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from rvsl.models.checkpoint import CheckpointError, load_untrusted, short_list
+from rvsl.models.checkpoint import CheckpointError, load_untrusted, short_list, wrong_shapes
 from rvsl.models.pretrained import load_pretrained_backbone
 
 SCRATCH = "scratch"  # model.pretrained=scratch: random initialisation, said explicitly
@@ -35,11 +35,7 @@ def load_earlier_stage(
     parts = ("net.", *DISCRIMINATORS) if discriminators else ("net.",)
     fresh = () if classifier else ("net.classifier.",)
     wanted = {k: v for k, v in state.items() if k.startswith(parts) and not k.startswith(fresh)}
-    wrong = [
-        f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
-        for k, v in wanted.items()
-        if k in own and own[k].shape != v.shape
-    ]
+    wrong = wrong_shapes(wanted, own)
     missing = [
         k for k in own if k.startswith("net.") and not k.startswith(fresh) and k not in wanted
     ]

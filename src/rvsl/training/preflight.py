@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rvsl.data.fvrid import VAL_SET
-from rvsl.models.checkpoint import CheckpointError, load_untrusted, short_list
+from rvsl.models.checkpoint import CheckpointError, load_untrusted, short_list, wrong_shapes
 from rvsl.models.image_size import image_size_problem
 from rvsl.utils.config import RunConfigError
 
@@ -190,11 +189,7 @@ def check_resume_checkpoint(path: str, model: pl.LightningModule) -> None:
             f"stage; to start stage={stage} from it use init_from={path}"
         )
     own = model.state_dict()
-    wrong = [
-        f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
-        for k, v in state.items()
-        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
-    ]
+    wrong = wrong_shapes(state, own)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if wrong or missing or unexpected:
