@@ -23,13 +23,13 @@ run() {  # run NAME TIMEOUT ARGS...: one measurement, its failure recorded but n
     fi
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-run matmul 60 "$py" scripts/bench_matmul.py --device cuda --json "$out/matmul.json"
+run matmul 45 "$py" scripts/bench_matmul.py --device cuda --json "$out/matmul.json"
 common=(scripts/bench_train.py --device cuda --configs r50_384 --stages syn_haze real_haze
     --steps 8 --warmup 3 --data-dir "$data")
-run fp32 150 "$py" "${common[@]}" --precision 32-true --json "$out/train_fp32.json"
-run bf16 120 "$py" "${common[@]}" --precision bf16-mixed --json "$out/train_bf16.json"
-run bf16_cl_compile 200 "$py" "${common[@]}" --precision bf16-mixed --channels-last --compile \
+run fp32 140 "$py" "${common[@]}" --precision 32-true --json "$out/train_fp32.json"
+run bf16 110 "$py" "${common[@]}" --precision bf16-mixed --json "$out/train_bf16.json"
+run bf16_cl_compile 190 "$py" "${common[@]}" --precision bf16-mixed --channels-last --compile \
     --json "$out/train_bf16_cl_compile.json"
-run ddp 60 "$py" scripts/bench_train.py --device cuda --configs demo --stages real_haze \
+run ddp 50 "$py" scripts/bench_train.py --device cuda --configs demo --stages real_haze \
     --steps 4 --ddp find_unused --data-dir "$data" --json "$out/train_ddp.json"
 exit $status
