@@ -1,6 +1,7 @@
-"""Evaluate a checkpoint on the test sets: ``rvsl-eval checkpoint=PATH [data=fvrid ...]``.
+"""evaluate a checkpoint on the test sets
 
-The command line only: Hydra composes the configuration, :func:`rvsl.evaluation.run.run`
+``rvsl-eval checkpoint=PATH [data=fvrid data.root=PATH] [test_set=...] [eval.*=...]``. The
+command line only: Hydra composes the configuration, :func:`rvsl.evaluation.run.run`
 does the work, and this prints its table, or one ``rvsl-eval: ...`` line (exit code 2) for an
 error the user can fix.
 """

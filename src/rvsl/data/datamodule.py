@@ -312,22 +312,21 @@ class RVSLDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(_seed(self.seed, 3, stream, rank)),
+            **self._worker_options(),
         )
 
     def _loader(self, dataset: Any, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        options = self._worker_options()
+        return DataLoader(dataset, batch_size, sampler=sampler, drop_last=drop_last, **options)
+
+    def _worker_options(self) -> dict[str, Any]:
+        """How every loader of this datamodule decodes: workers, pinning, kept-alive workers."""
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+        }
 
     # ---------------------------------------------------------------- loaders
     def syn_dataloader(self) -> ResumableLoader:

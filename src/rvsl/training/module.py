@@ -95,10 +95,7 @@ class RVSLModule(GuardedUpdates, RetrievalValidation, pl.LightningModule):
     ) -> None:
         super().__init__()
         # Built parts and factories stay out of the checkpoint (it loads with weights_only=True).
-        self.save_hyperparameters(
-            logger=False,
-            ignore=[*BUILT_PARTS],
-        )
+        self.save_hyperparameters(logger=False, ignore=list(BUILT_PARTS))
         self.automatic_optimization = False
         _check_choice("adversarial_pairing", adversarial_pairing, ADVERSARIAL_PAIRING)
         _check_choice("lr_scaling", lr_scaling, LR_SCALING)
