@@ -49,11 +49,11 @@ def combined_batches(loader: CombinedLoader) -> list[dict]:
     return [batch for batch, _, _ in loader]
 
 
-def test_stage_accepts_numbers_and_names() -> None:
-    assert [parse_stage(s) for s in (1, "2", "syn", "real_clear", "real_haze")] == [1, 2, 1, 2, 3]
-    with pytest.raises(ValueError, match="stage"):
-        parse_stage("haze")
-    with pytest.raises(ValueError, match="stage"):
+def test_the_data_stage_is_a_number_and_a_stage_name_is_refused_with_where_to_find_it():
+    assert [parse_stage(s) for s in (1, "2", 3)] == [1, 2, 3]
+    with pytest.raises(ValueError, match=r"1 \(synthetic pairs\).*STAGES\[name\]\.number"):
+        parse_stage("real_haze")  # the training stage table owns the names
+    with pytest.raises(ValueError, match="data stage"):
         parse_stage(4)
 
 
@@ -67,7 +67,7 @@ def test_constructor_rejects_bad_settings(root: Path) -> None:
 
 
 def test_stage1_setup_and_one_synthetic_batch(root: Path) -> None:
-    dm = make_dm(root, stage="syn")
+    dm = make_dm(root, stage=1)
     assert dm.num_classes == 6
     loaders = dm.train_dataloader()
     assert isinstance(loaders, dict) and list(loaders) == ["syn"]

@@ -96,6 +96,7 @@ def test_the_stage_group_is_generated_from_the_stage_table(stage, compose_train)
     cfg = compose_train(f"stage={stage}")
     assert cfg.stage == stage
     assert dict(cfg.loss) == dict(STAGES[stage].weights)
+    assert cfg.data.stage == STAGES[stage].number  # which real images the data adds
     assert not (CONF / "stage").exists()  # the table is the weights' only home
 
 

@@ -13,6 +13,7 @@ from conftest_data import make_fvrid, write_split
 from rvsl.data import fvrid
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.data.fvrid import PairRecord, choose_val_identities, val_retrieval_set
+from rvsl.training.stages import STAGES
 
 SYN_IDS = (3, 5, 8, 13, 21, 34)
 TEST_SETS = ["SYN", "REAL_CLEAR", "REAL_FOGGY"]
@@ -90,8 +91,8 @@ def test_val_reads_the_hazy_synthetic_twins(root: Path) -> None:
 
 def test_the_same_identities_are_held_out_in_every_stage_and_for_the_baseline(root: Path) -> None:
     held = [
-        datamodule(root, stage=stage, val_identities=2).syn_split.val_pids
-        for stage in ("baseline", "syn_haze", "real_clear", "real_haze")
+        datamodule(root, stage=stage.number, val_identities=2).syn_split.val_pids
+        for stage in STAGES.values()
     ]
     assert all(h == held[0] for h in held)
 

@@ -23,22 +23,22 @@ from rvsl.data.loaders import RestartingLoader, ResumableLoader, SeededItems
 from rvsl.data.samplers import PKSampler, PlanSampler, ShuffleSampler
 from rvsl.data.transforms import build_eval_transform, build_train_transform
 
-# the baseline trains on the synthetic pairs only, like stage 1
-STAGE_NAMES = {"syn": 1, "syn_haze": 1, "baseline": 1, "real_clear": 2, "real_haze": 3}
+#: the real images each data stage adds (a training stage's number is in its row of
+#: rvsl.training.stages.STAGES; the config passes it as data.stage)
+REAL_DOMAIN = {1: None, 2: "clear", 3: "hazy"}
 REAL_SAMPLING = ("random", "pk")
 # what the clear branch embeds on SYN: the hazy test image, or its clear twin (the official way)
 SYN_CLEAR_INPUTS = ("hazy", "clear")
 
 
 def parse_stage(stage: int | str) -> int:
-    """Training stage as 1, 2 or 3, from the number or its name (syn, real_clear, real_haze)."""
-    if isinstance(stage, str) and not stage.isdigit():
-        if stage not in STAGE_NAMES:
-            raise ValueError(f"unknown stage {stage!r}; expected 1, 2, 3 or one of {STAGE_NAMES}")
-        return STAGE_NAMES[stage]
-    if int(stage) not in (1, 2, 3):
-        raise ValueError(f"unknown stage {stage!r}; expected 1, 2, 3 or one of {STAGE_NAMES}")
-    return int(stage)
+    """The data stage, 1 (synthetic pairs only), 2 (+ real clear) or 3 (+ real hazy)."""
+    if str(stage).isdigit() and int(stage) in REAL_DOMAIN:
+        return int(stage)
+    raise ValueError(
+        f"data stage must be 1 (synthetic pairs), 2 (+ real clear) or 3 (+ real hazy), not "
+        f"{stage!r}; a training stage's number is rvsl.training.stages.STAGES[name].number"
+    )
 
 
 def check_test_sets(names: Sequence[str]) -> list[str]:
@@ -119,7 +119,7 @@ class RVSLDataModule(pl.LightningDataModule):
 
     Args:
         root: folder holding FVRID_syn / FVRID_clear / FVRID_real.
-        stage: 1, 2, 3 or "syn", "real_clear", "real_haze".
+        stage: 1 (synthetic pairs only), 2 (+ real clear images) or 3 (+ real hazy images).
         image_size: training and test size (H, W).
         num_instances: K, images per identity in a synthetic batch.
         batch_size: synthetic pairs per batch and rank, P identities x K instances.

@@ -33,13 +33,13 @@ from rvsl.models.checkpoint import load_untrusted
 from rvsl.models.rvsl_net import RVSLNet
 from rvsl.models.start_weights import load_earlier_stage
 from rvsl.training.checkpointing import SelectedCheckpoint
+from rvsl.training.stages import STAGES
 from rvsl.training.train import build_model, build_trainer, evaluate_selected, prepare_data
 from rvsl.utils.config import instantiate_group
 from rvsl.utils.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
 ADAPTED_CKPT = Path("checkpoints") / "adapted.ckpt"  # in the entry's run folder
-REAL_HAZY_STAGE = 3  # fvrid.real_train_images(root, 3): FVRID_real/train_foggy
 # what an adapted checkpoint keeps of its source besides the (adapted) weights
 KEPT_KEYS = ("rvsl", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
 
@@ -147,7 +147,7 @@ def adapt_reid_network(
 def real_hazy_loader(datamodule: Any) -> DataLoader:
     """The real hazy training images (no labels used) through the evaluation transform, in
     file order, in batches of the datamodule's evaluation batch size."""
-    records = fvrid.real_train_images(datamodule.root, REAL_HAZY_STAGE)
+    records = fvrid.real_train_images(datamodule.root, STAGES["real_haze"].number)
     dataset = ImageDataset(records, datamodule.eval_transform, datamodule.strict)
     return DataLoader(
         dataset,

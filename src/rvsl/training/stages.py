@@ -143,10 +143,10 @@ def stage_weights(name: str, overrides: Mapping[str, float] | None = None) -> di
 
 def register_stage_configs() -> None:
     """Make every stage a config of the Hydra group ``stage`` (``stage=real_haze``): it sets
-    the global ``stage`` name and the ``loss`` weights. Idempotent."""
+    the global ``stage`` name, the ``loss`` weights and ``data.stage``. Idempotent."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for stage in STAGES.values():
-        node = {"stage": stage.name, "loss": dict(stage.weights)}
+        node = {"stage": stage.name, "loss": dict(stage.weights), "data": {"stage": stage.number}}
         store.store(group="stage", name=stage.name, node=node, package="_global_")
