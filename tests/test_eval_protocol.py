@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rvsl.data.datamodule import RVSLDataModule
-from rvsl.evaluation.evaluate import EvalOptions, EvaluationError, extract_features
+from rvsl.evaluation.evaluate import EvalOptions
+from rvsl.evaluation.features import EvaluationError, extract_features
 from rvsl.evaluation.run import run
 from rvsl.metrics import RetrievalMetric
 from rvsl.metrics.restoration import dehazing_quality

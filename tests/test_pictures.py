@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rvsl.evaluation.evaluate import SplitFeatures
+from rvsl.evaluation.features import SplitFeatures
 from rvsl.evaluation.pictures import (
     GREEN,
     RED,

@@ -227,7 +227,9 @@ class RVSLDataModule(pl.LightningDataModule):
             scale_jitter=scale_jitter,
         )
         self.eval_transform = build_eval_transform(self.image_size, normalize=normalize)
-        self.save_hyperparameters()
+        # in checkpoints (inference reads image_size and normalize); the run logs its whole
+        # config itself, so the loggers get no flat copy whose `stage` (1/2/3) would mask its own
+        self.save_hyperparameters(logger=False)
 
         self.syn_split: fvrid.SyntheticSplit | None = None
         self.syn_train: SyntheticPairDataset | None = None

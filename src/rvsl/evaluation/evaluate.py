@@ -13,8 +13,8 @@ Metrics are fractions in [0, 1] everywhere in code, in ``results.json`` and in t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from rvsl.data.datamodule import RVSLDataModule
+from rvsl.evaluation.features import (
+    EvaluationError,
+    SplitFeatures,
+    extract_features,
+)
 from rvsl.evaluation.pictures import dehazing_picture, first_images, rank_list_picture, save_png
 from rvsl.metrics.distance import METRICS, pairwise_distance
 from rvsl.metrics.rank import evaluate_rank
@@ -33,7 +38,6 @@ from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 from rvsl.utils.files import atomic_write
 from rvsl.utils.run_folder import claim_features_file
 
-IMAGES = ("image", "clear")  # image tensors of a retrieval batch (``clear``: SYN's twins)
 REID_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")  # fractions in [0, 1]
 PICTURE_IMAGES = 8  # images in a dehazing panel
 
@@ -42,10 +46,6 @@ def percent(fraction: float) -> float:
     """A metric as a person reads it (tables, reports, charts, log lines): percent, or mAP
     points for a difference of two. Everywhere else metrics stay fractions in [0, 1]."""
     return 100 * fraction
-
-
-class EvaluationError(ValueError):
-    """A test set or option that cannot be evaluated; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -79,87 +79,6 @@ class EvalOptions:
             check_restoration(self.restoration_metrics, "eval.restoration_metrics")
         except ValueError as err:
             raise EvaluationError(str(err)) from None
-
-
-@dataclass
-class SplitFeatures:
-    """Embeddings of one test set (queries first, then gallery) and their labels."""
-
-    features: dict[str, torch.Tensor]  # branch -> (N, D) float32 on CPU
-    pids: torch.Tensor
-    camids: torch.Tensor
-    is_query: torch.Tensor  # bool
-    paths: list[str] = field(default_factory=list)
-
-    @property
-    def query(self) -> torch.Tensor:
-        return torch.nonzero(self.is_query).squeeze(1)
-
-    @property
-    def gallery(self) -> torch.Tensor:
-        return torch.nonzero(~self.is_query).squeeze(1)
-
-
-def embed_batch(
-    net: RVSLNet, batch: Mapping[str, Any], branches: Sequence[str] = BRANCHES
-) -> dict[str, torch.Tensor]:
-    """``feat_<branch>`` of one retrieval batch, each image through each encoder once.
-
-    A batch carrying clear twins (``clear``, SYN with ``data.syn_clear_input=clear``) feeds the
-    twins to the clear branch and ``image`` (hazy) to the hazy branch; otherwise ``image`` goes
-    through every branch.
-    """
-    twins = batch.get("clear")
-    if twins is None or "clear" not in branches:
-        return net.embed(batch["image"], branches[0] if len(branches) == 1 else "both")
-    out = net.embed(twins, "clear")
-    if "hazy" in branches:
-        out |= net.embed(batch["image"], "hazy")
-    return out
-
-
-@torch.no_grad()
-def extract_features(
-    net: RVSLNet,
-    batches: Iterable[dict[str, Any]],
-    branches: Sequence[str] = BRANCHES,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-) -> SplitFeatures:
-    """Embed every image of a retrieval loader through each branch.
-
-    ``flip`` averages each feature with that of the horizontally flipped image (the usual
-    ReID test-time augmentation). Features come back as float32 on the CPU. A batch with clear
-    twins (``clear``) is embedded as :func:`embed_batch` says.
-    """
-    was_training = net.training
-    net.eval()
-    features: dict[str, list[torch.Tensor]] = {b: [] for b in branches}
-    pids, camids, is_query, paths = [], [], [], []
-    try:
-        for batch in batches:
-            images = {k: batch[k].to(device, non_blocking=True) for k in IMAGES if k in batch}
-            out = embed_batch(net, images, branches)
-            if flip:
-                flipped = embed_batch(net, {k: v.flip(-1) for k, v in images.items()}, branches)
-                out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
-            for b in branches:
-                features[b].append(out[f"feat_{b}"].float().cpu())
-            pids.append(batch["pid"])
-            camids.append(batch["camid"])
-            is_query.append(torch.as_tensor(batch["is_query"]).bool())
-            paths.extend(batch.get("path", []))
-    finally:
-        net.train(was_training)
-    if not pids:
-        raise EvaluationError("the test set holds no images")
-    return SplitFeatures(
-        {b: torch.cat(f) for b, f in features.items()},
-        torch.cat(pids).long(),
-        torch.cat(camids).long(),
-        torch.cat(is_query),
-        paths,
-    )
 
 
 def distance_matrix(split: SplitFeatures, branch: str, options: EvalOptions) -> torch.Tensor:

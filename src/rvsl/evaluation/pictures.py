@@ -22,8 +22,8 @@ from torchvision.utils import make_grid
 
 from rvsl.utils.files import atomic_write
 
-if TYPE_CHECKING:  # only for annotations: evaluate.py imports this module
-    from rvsl.evaluation.evaluate import SplitFeatures
+if TYPE_CHECKING:
+    from rvsl.evaluation.features import SplitFeatures
     from rvsl.models.rvsl_net import RVSLNet
 
 GREEN = (0.1, 0.8, 0.1)

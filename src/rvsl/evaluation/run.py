@@ -21,13 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from rvsl.data.check import evaluation_folders, require_valid_dataset
 from rvsl.data.datamodule import RVSLDataModule
 from rvsl.data.fvrid import FINAL_ONLY_TEST_SETS, TEST_SETS
-from rvsl.evaluation.evaluate import (
-    EvalOptions,
-    EvaluationError,
-    evaluate,
-    log_results,
-    results_table,
-)
+from rvsl.evaluation.evaluate import EvalOptions, evaluate, log_results, results_table
+from rvsl.evaluation.features import EvaluationError
 from rvsl.inference import Reidentifier
 from rvsl.models.checkpoint import CheckpointError
 from rvsl.models.image_size import image_size_problem

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from rvsl.evaluation.evaluate import embed_batch
+from rvsl.evaluation.features import embed_batch
 from rvsl.metrics import RetrievalMetric
 from rvsl.models.rvsl_net import BRANCHES
 
