@@ -105,6 +105,7 @@ class RVSLModule(GuardedUpdates, RetrievalValidation, pl.LightningModule):
             )
         self.init_guards(max_nonfinite_steps)
         self.stage, self.spec = stage, get_stage(stage)
+        self.objective = self.spec.objective  # resolved once, not per step
         self.optimizer_factory, self.disc_optimizer_factory = optimizer, disc_optimizer
         self.scheduler_factory, self.disc_scheduler_factory = scheduler, disc_scheduler
         self.net = net
@@ -195,7 +196,7 @@ class RVSLModule(GuardedUpdates, RetrievalValidation, pl.LightningModule):
 
         # main update: encoders, trunk, classifier (and generators)
         self.toggle_optimizer(opt_main)
-        step = self.spec.objective(self.context, batch)
+        step = self.objective(self.context, batch)
         loss = objectives.total(step.terms)
         main_skip = self.guarded_step(
             opt_main, "main", loss, step.terms, self.hparams.gradient_clip_val

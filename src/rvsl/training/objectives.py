@@ -268,31 +268,42 @@ def _auxiliary_pair(ctx: ObjectiveContext, batch: Batch) -> tuple[Terms, dict[st
     return _prefixed("syn", terms), out
 
 
-def real_clear(ctx: ObjectiveContext, batch: Batch) -> StageStep:
-    """Stage 2: the auxiliary pair plus the real clear cycle; ``disc_clear`` compares real x
-    with the cycle's reconstruction Gc'."""
+def _with_real_cycle(
+    ctx: ObjectiveContext,
+    batch: Batch,
+    forward: Callable[[Tensor], dict[str, Tensor]],
+    cycle_terms: Callable[..., Terms],
+    discriminator: str,
+    cycle_image: str,
+    reference_image: str,
+) -> StageStep:
+    """Stages 2-3: the auxiliary pair plus the cycle of the unlabelled real batch; the stage's
+    discriminator compares the real images with the cycle's reconstruction ``cycle_image``, and
+    the generators' adversarial term scores that image (or ``reference_image`` under the
+    official pairing)."""
     terms, syn_out = _auxiliary_pair(ctx, batch)
     real = batch["real"]["image"]
-    out = ctx.net.forward_real_clear(real)
-    reference = ctx.adversarial_pairing == "reference"
-    adversarial_image = "gen_hazy" if reference else "cycle_clear"
-    real_terms = real_clear_cycle(
-        out, real, ctx.weights, ctx.adversary("disc_clear"), adversarial_image, ctx.priors
-    )
-    fakes = {"disc_clear": (real, out["cycle_clear"])}
+    out = forward(real)
+    scored = reference_image if ctx.adversarial_pairing == "reference" else cycle_image
+    adversary = ctx.adversary(discriminator)
+    real_terms = cycle_terms(out, real, ctx.weights, adversary, scored, ctx.priors)
+    fakes = {discriminator: (real, out[cycle_image])}
     return StageStep(terms | _prefixed("real", real_terms), {"syn": syn_out, "real": out}, fakes)
+
+
+def real_clear(ctx: ObjectiveContext, batch: Batch) -> StageStep:
+    """Stage 2, real clear x: ``Gf = Df(Ec(x))``, ``Gc' = Dc(Ef(Gf))`` (:func:`real_clear_cycle`);
+    ``disc_clear`` compares x with Gc'."""
+    forward = ctx.net.forward_real_clear
+    return _with_real_cycle(
+        ctx, batch, forward, real_clear_cycle, "disc_clear", "cycle_clear", "gen_hazy"
+    )
 
 
 def real_haze(ctx: ObjectiveContext, batch: Batch) -> StageStep:
-    """Stage 3: the auxiliary pair plus the real hazy cycle; ``disc_hazy`` compares real z
-    with the cycle's reconstruction Gf'."""
-    terms, syn_out = _auxiliary_pair(ctx, batch)
-    real = batch["real"]["image"]
-    out = ctx.net.forward_real_hazy(real)
-    reference = ctx.adversarial_pairing == "reference"
-    adversarial_image = "gen_clear" if reference else "cycle_hazy"
-    real_terms = real_hazy_cycle(
-        out, real, ctx.weights, ctx.adversary("disc_hazy"), adversarial_image, ctx.priors
+    """Stage 3, real hazy z: ``Gc = Dc(Ef(z))``, ``Gf' = Df(Ec(Gc))`` (:func:`real_hazy_cycle`);
+    ``disc_hazy`` compares z with Gf'."""
+    forward = ctx.net.forward_real_hazy
+    return _with_real_cycle(
+        ctx, batch, forward, real_hazy_cycle, "disc_hazy", "cycle_hazy", "gen_clear"
     )
-    fakes = {"disc_hazy": (real, out["cycle_hazy"])}
-    return StageStep(terms | _prefixed("real", real_terms), {"syn": syn_out, "real": out}, fakes)
