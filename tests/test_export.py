@@ -148,7 +148,7 @@ def test_without_a_recorded_size_the_inference_default_is_used_and_said(
     net, _ = exported
     ckpt = tmp_path / "net.ckpt"
     save_net(net, ckpt)  # records neither size nor normalisation
-    monkeypatch.setattr("rvsl.inference.DEFAULT_IMAGE_SIZE", (34, 30))  # 384 is slow here
+    monkeypatch.setattr("rvsl.inference.reidentifier.DEFAULT_IMAGE_SIZE", (34, 30))  # 384 is slow here
     result = export_checkpoint(ckpt, tmp_path / "onnx")
     assert result.image_size == (34, 30) and result.image_size_source == "default"
     assert result.normalize is False and result.normalize_source == "checkpoint"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from rvsl.inference.engine import IMAGES, EmbeddingModule, embed_batch
 from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 
-IMAGES = ("image", "clear")  # image tensors of a retrieval batch (``clear``: SYN's twins)
+__all__ = ["EvaluationError", "SplitFeatures", "embed_batch", "extract_features"]
 
 
 class EvaluationError(ValueError):
@@ -36,24 +37,6 @@ class SplitFeatures:
         return torch.nonzero(~self.is_query).squeeze(1)
 
 
-def embed_batch(
-    net: RVSLNet, batch: Mapping[str, Any], branches: Sequence[str] = BRANCHES
-) -> dict[str, torch.Tensor]:
-    """``feat_<branch>`` of one retrieval batch, each image through each encoder once.
-
-    A batch carrying clear twins (``clear``, SYN with ``data.syn_clear_input=clear``) feeds the
-    twins to the clear branch and ``image`` (hazy) to the hazy branch; otherwise ``image`` goes
-    through every branch.
-    """
-    twins = batch.get("clear")
-    if twins is None or "clear" not in branches:
-        return net.embed(batch["image"], branches[0] if len(branches) == 1 else "both")
-    out = net.embed(twins, "clear")
-    if "hazy" in branches:
-        out |= net.embed(batch["image"], "hazy")
-    return out
-
-
 @torch.no_grad()
 def extract_features(
     net: RVSLNet,
@@ -70,17 +53,15 @@ def extract_features(
     """
     was_training = net.training
     net.eval()
+    embedder = EmbeddingModule(net, branches, flip=flip)  # the same step rvsl-search runs
     features: dict[str, list[torch.Tensor]] = {b: [] for b in branches}
     pids, camids, is_query, paths = [], [], [], []
     try:
-        for batch in batches:
-            images = {k: batch[k].to(device, non_blocking=True) for k in IMAGES if k in batch}
-            out = embed_batch(net, images, branches)
-            if flip:
-                flipped = embed_batch(net, {k: v.flip(-1) for k, v in images.items()}, branches)
-                out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
+        for index, batch in enumerate(batches):
+            moved = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in IMAGES}
+            out = embedder.predict_step(batch | moved, index)
             for b in branches:
-                features[b].append(out[f"feat_{b}"].float().cpu())
+                features[b].append(out[f"feat_{b}"].cpu())
             pids.append(batch["pid"])
             camids.append(batch["camid"])
             is_query.append(torch.as_tensor(batch["is_query"]).bool())
