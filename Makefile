@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo demo-seeds lint bench clean
+.PHONY: install test chromium demo demo-seeds lint bench clean
 
 install: $(STAMP)
 
@@ -17,8 +17,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
+
+# rvsl-search's results page is tested in headless Chromium, a system package: installed here
+# (Debian/Ubuntu, as root) when missing; otherwise the browser tests fail saying how to.
+chromium:
+	@if [ -z "$$RVSL_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 \
+	    && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	  else \
+	    echo "make: Chromium is missing, so the browser tests will fail;" \
+	      "install it with: sudo apt-get install -y chromium" >&2; \
+	  fi; \
+	fi
 
 # The main job: build the demo world, train baseline + three RVSL stages, print the table.
 demo: install
