@@ -15,12 +15,21 @@ import rvsl
 from rvsl.__main__ import commands, main
 
 PYPROJECT = Path(__file__).parents[1] / "pyproject.toml"
-COMMANDS = ["rvsl-convert", "rvsl-data", "rvsl-eval", "rvsl-export", "rvsl-train"]
+COMMANDS = ["rvsl-convert", "rvsl-data", "rvsl-eval", "rvsl-export", "rvsl-search", "rvsl-train"]
 
 
 def test_version_is_the_installed_distributions():
     assert rvsl.__version__ == version("rvsl")
     assert rvsl.__version__ == tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+
+
+def test_every_subpackage_is_listed_for_installation():
+    source = PYPROJECT.parent / "src"
+    found = {
+        ".".join(init.parent.relative_to(source).parts) for init in source.rglob("__init__.py")
+    }
+    listed = set(tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"])
+    assert found - listed == set()
 
 
 def test_python_dash_m_rvsl_help_lists_every_command():
