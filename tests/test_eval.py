@@ -4,6 +4,7 @@ on every test set."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -260,3 +261,29 @@ def test_the_metrics_and_pictures_go_to_the_chosen_logger(compose_eval, checkpoi
     assert "test/REAL_FOGGY/hazy/mAP" in header
     pictures = sorted(p.name for p in (logged / "pictures").iterdir())
     assert any(name.startswith("pictures_rank_list_REAL_FOGGY_hazy") for name in pictures)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_evaluate_exactly_what_one_process_does(
+    compose_eval, checkpoint, tiny_fvrid, tmp_path
+):
+    one = run(compose_eval(f"checkpoint={checkpoint}", "test_set=real_foggy", "pictures=false"))
+    command = [
+        sys.executable, "-m", "rvsl.cli.eval", f"checkpoint={checkpoint}", "data=fvrid",
+        f"data.root={tiny_fvrid}", "data.image_size=[32,32]", "data.num_workers=0",
+        "data.pin_memory=false", "data.eval_batch_size=16", "device=cpu", "devices=2",
+        "test_set=real_foggy", "pictures=false", f"hydra.run.dir={tmp_path / 'ddp'}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("results:") == 1  # rank 0 reports; rank 1 only embeds
+    two = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    for branch, metrics in one.results["test_sets"]["REAL_FOGGY"].items():
+        assert two["test_sets"]["REAL_FOGGY"][branch] == pytest.approx(metrics)
+    assert not (tmp_path / "ddp" / ".shards").exists()

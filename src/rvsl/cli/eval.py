@@ -30,6 +30,8 @@ def main(cfg: DictConfig) -> None:
     except USER_ERRORS as err:
         log.error("rvsl-eval: %s", err)
         sys.exit(2)
+    if done is None:  # a helper rank of devices=N: rank 0 reports
+        return
     print(done.table)
     print(f"\nresults: {done.results_file}")
 

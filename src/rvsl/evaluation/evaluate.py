@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -28,6 +29,7 @@ from rvsl.evaluation.features import (
     EvaluationError,
     SplitFeatures,
     extract_features,
+    extract_features_on,
 )
 from rvsl.evaluation.pictures import dehazing_picture, first_images, rank_list_picture, save_png
 from rvsl.metrics.distance import METRICS, pairwise_distance
@@ -162,7 +164,9 @@ def evaluate(
     out_dir: str | Path | None = None,
     num_picture_queries: int = 8,
     export_features: str | Path | None = None,
-) -> dict[str, Any]:
+    trainer: pl.Trainer | None = None,
+    shard_dir: str | Path | None = None,
+) -> dict[str, Any] | None:
     """Metrics of every test set of ``datamodule`` and both branches; pictures into ``out_dir``.
 
     Returns ``{"options": ..., "syn_clear_input": ..., "test_sets": {SET: {branch: metrics,
@@ -170,7 +174,12 @@ def evaluate(
     (fractions in [0, 1]). ``export_features`` writes (atomically) an ``.npz`` with, per test
     set, ``{SET}_{branch}_features``, ``{SET}_pids``, ``{SET}_camids``, ``{SET}_is_query`` and
     ``{SET}_paths``; its path is ``results["features"]``.
+
+    With a multi-device ``trainer`` the embedding runs on all its ranks (shards in
+    ``shard_dir``); rank 0 ranks, draws and returns the results, the other ranks return None.
     """
+    if trainer is not None and shard_dir is None:
+        raise ValueError("evaluate: a trainer needs a shard_dir its ranks can all write to")
     datamodule.setup("test")
     results: dict[str, Any] = {
         "options": asdict(options),
@@ -181,7 +190,15 @@ def evaluate(
     exported: dict[str, np.ndarray] = {}
     pictures_dir = Path(out_dir) / "pictures" if out_dir is not None else None
     for name, loader in zip(datamodule.val_set_names, datamodule.test_dataloader(), strict=True):
-        split = extract_features(net, loader, options.branches, device, options.flip)
+        if trainer is None:
+            split = extract_features(net, loader, options.branches, device, options.flip)
+        else:
+            found = extract_features_on(
+                trainer, net, loader, options.branches, options.flip, shard_dir
+            )
+            if found is None:  # a helper rank: rank 0 does the rest
+                continue
+            split = found
         per_set: dict[str, Any] = {}
         for i, branch in enumerate(options.branches):
             per_set[branch], distmat = rank_split(split, branch, options, name)
@@ -199,6 +216,8 @@ def evaluate(
             results["pictures"].append(str(path))
         results["test_sets"][name] = per_set
         exported |= _exported_arrays(name, split)
+    if trainer is not None and not trainer.is_global_zero:
+        return None
     if export_features is not None:
         path = claim_features_file(export_features)  # ``.npz`` appended as numpy.savez would
         atomic_write(path, lambda handle: np.savez(handle, **exported))

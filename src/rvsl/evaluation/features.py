@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
-from rvsl.inference.engine import IMAGES, EmbeddingModule, embed_batch
+from rvsl.inference.engine import IMAGES, EmbeddingModule, embed_batch, predict_to_shards
 from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 
-__all__ = ["EvaluationError", "SplitFeatures", "embed_batch", "extract_features"]
+__all__ = [
+    "EvaluationError",
+    "SplitFeatures",
+    "embed_batch",
+    "extract_features",
+    "extract_features_on",
+]
 
 
 class EvaluationError(ValueError):
@@ -76,4 +85,30 @@ def extract_features(
         torch.cat(camids).long(),
         torch.cat(is_query),
         paths,
+    )
+
+
+def extract_features_on(
+    trainer: pl.Trainer,
+    net: RVSLNet,
+    loader: DataLoader,
+    branches: Sequence[str],
+    flip: bool,
+    shard_dir: str | Path,
+) -> SplitFeatures | None:
+    """:func:`extract_features` on every device of ``trainer`` (``rvsl-eval devices=N``): each
+    rank embeds its share through ``Trainer.predict`` and writes a shard into ``shard_dir``;
+    rank 0 gets the whole test set in loader order, the other ranks None."""
+    module = EmbeddingModule(net.eval(), branches, flip=flip)
+    merged = predict_to_shards(trainer, module, loader, shard_dir)
+    if merged is None:
+        return None
+    if not len(merged.get("pid", ())):
+        raise EvaluationError("the test set holds no images")
+    return SplitFeatures(
+        {b: merged[f"feat_{b}"] for b in branches},
+        merged["pid"].long(),
+        merged["camid"].long(),
+        torch.as_tensor(merged["is_query"]).bool(),
+        list(merged.get("path", [])),
     )

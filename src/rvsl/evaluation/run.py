@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rvsl.data.check import evaluation_folders, require_valid_dataset
@@ -24,6 +26,7 @@ from rvsl.data.fvrid import FINAL_ONLY_TEST_SETS, TEST_SETS
 from rvsl.evaluation.evaluate import EvalOptions, evaluate, log_results, results_table
 from rvsl.evaluation.features import EvaluationError
 from rvsl.inference import Reidentifier
+from rvsl.inference.engine import predict_trainer
 from rvsl.models.checkpoint import CheckpointError
 from rvsl.models.image_size import image_size_problem
 from rvsl.utils.config import RunConfigError, instantiate_group
@@ -33,6 +36,7 @@ from rvsl.utils.run_folder import claim_features_file
 log = logging.getLogger(__name__)
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+SHARDS = ".shards"  # the ranks' features of a multi-device run, until rank 0 merges them
 #: What a user can fix (a setting, a checkpoint, a test set, disk space), each said in one
 #: sentence; anything else is a bug and keeps its traceback.
 USER_ERRORS = (RunConfigError, CheckpointError, EvaluationError, DiskFullError)
@@ -94,9 +98,11 @@ def prepare_data(cfg: DictConfig, names: list[str]) -> RVSLDataModule:
     return datamodule
 
 
-def run(cfg: DictConfig) -> EvaluationRun:
+def run(cfg: DictConfig) -> EvaluationRun | None:
     """Load, evaluate, write ``results.json`` / ``results.md`` (atomically) into the run folder
-    ``cfg.paths.output_dir``, and send the metrics and pictures to ``cfg.logger``."""
+    ``cfg.paths.output_dir``, and send the metrics and pictures to ``cfg.logger``. With
+    ``devices=N`` (> 1) Lightning starts N processes that embed a share each; only rank 0
+    writes, and the others return None."""
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise RunConfigError(
             "checkpoint= is required: the file to evaluate, e.g. rvsl-eval "
@@ -108,7 +114,8 @@ def run(cfg: DictConfig) -> EvaluationRun:
     checkpoint = Path(cfg.checkpoint)
     if not checkpoint.is_file():
         raise RunConfigError(f"checkpoint={cfg.checkpoint}: no such file")
-    if cfg.get("export_features"):
+    main_rank = rank_zero_only.rank == 0  # the others only embed (devices > 1)
+    if cfg.get("export_features") and main_rank:
         claim_features_file(cfg.export_features)  # before the work, not after it
     options = EvalOptions(**OmegaConf.to_container(cfg.eval, resolve=True))
     device = pick_device(cfg.device)
@@ -125,6 +132,13 @@ def run(cfg: DictConfig) -> EvaluationRun:
         )
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    devices = int(cfg.get("devices", 1))
+    if devices < 1:
+        raise RunConfigError(f"devices={devices}: must be at least 1")
+    trainer = None
+    if devices > 1:  # DDP through Lightning: every rank runs this, rank 0 writes
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
+        trainer = predict_trainer(accelerator, devices, enable_progress_bar=False)
     results = evaluate(
         reidentifier.net,
         datamodule,
@@ -133,7 +147,12 @@ def run(cfg: DictConfig) -> EvaluationRun:
         out_dir=out_dir if cfg.pictures else None,
         num_picture_queries=cfg.num_picture_queries,
         export_features=cfg.export_features,
+        trainer=trainer,
+        shard_dir=out_dir / SHARDS,
     )
+    if results is None:  # a helper rank
+        return None
+    shutil.rmtree(out_dir / SHARDS, ignore_errors=True)
     results = {"checkpoint": str(checkpoint.resolve()), **results}
     table = results_table(results)
     _write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=2))
