@@ -154,6 +154,61 @@ def test_a_gallery_image_is_its_own_nearest_neighbour(reid, pixels):
     assert reid.rank(query, gallery).tolist() == dist.argsort(dim=1).tolist()
 
 
+@pytest.fixture
+def png_files(pixels, tmp_path) -> list[Path]:
+    """The four ``pixels`` images as PNG files (lossless: the same features as the tensors)."""
+    paths = []
+    for i, image in enumerate(pixels):
+        paths.append(tmp_path / f"{i:04d}_c1.png")
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(paths[-1])
+    return paths
+
+
+def test_files_decoded_by_loader_workers_give_the_same_features(reid, pixels, png_files):
+    files = png_files + png_files[:1]  # 5 files in batches of 2: a short last batch
+    want = reid.embed(pixels[[0, 1, 2, 3, 0]], batch_size=2, flip=True)  # the same batches
+    for workers in (0, 2):
+        got = reid.embed(files, batch_size=2, flip=True, num_workers=workers)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="num_workers"):
+        reid.embed(files, num_workers=-1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_file_among_good_ones_is_named_with_or_without_workers(reid, png_files, workers):
+    corrupt = png_files[0].parent / "0009_c3_corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff not a jpeg")
+    files = [*png_files, corrupt, png_files[0].parent / "0010_c1_gone.png"]
+    with pytest.raises(ImageReadError, match=r"cannot read image .*0009_c3_corrupt\.jpg"):
+        reid.embed(files, batch_size=2, num_workers=workers)
+
+
+def test_top_k_ranking_is_the_first_k_of_the_stable_argsort(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    query, gallery = torch.randn(7, 16, generator=g), torch.randn(50, 16, generator=g)
+    for metric in ("euclidean", "cosine"):
+        order = Reidentifier.distance(query, gallery, metric).argsort(dim=1, stable=True)
+        for k in (1, 5, 50, 80):  # beyond the gallery: all of it
+            got = Reidentifier.rank(query, gallery, top_k=k, metric=metric)
+            assert got.dtype == torch.long and torch.equal(got, order[:, :k])
+    # ties, also at the cut: equal distances keep gallery order, whichever topk picked
+    tied = gallery[torch.tensor([3, 1, 3, 3, 0, 1, 3, 2] * 4)]
+    order = Reidentifier.distance(query, tied).argsort(dim=1, stable=True)
+    monkeypatch.setattr("rvsl.inference.reidentifier.RANK_CHUNK_ELEMENTS", 64)  # 2 rows a chunk
+    for k in range(1, len(tied) + 1):
+        assert torch.equal(Reidentifier.rank(query, tied, top_k=k), order[:, :k])
+    assert Reidentifier.rank(query, tied, top_k=0).shape == (7, 0)
+    with pytest.raises(ValueError, match="top_k"):
+        Reidentifier.rank(query, tied, top_k=-1)
+
+
+def test_nan_distances_rank_last_as_in_argsort():
+    query, gallery = torch.randn(2, 4), torch.randn(6, 4)
+    gallery[[1, 4]] = float("nan")
+    order = Reidentifier.distance(query, gallery).argsort(dim=1, stable=True)
+    assert torch.equal(Reidentifier.rank(query, gallery, top_k=5), order[:, :5])
+
+
 def test_the_branch_must_be_clear_or_hazy(reid, pixels):
     for branch in ("both", "foggy"):
         with pytest.raises(ValueError, match="branch must be one of"):

@@ -1,7 +1,10 @@
 """Inference for practitioners: a trained RVSL network as image -> feature and image -> dehazed.
 
 Images go through the same eval pipeline as validation (:func:`build_eval_transform`), so a
-feature computed here equals the one the training run measured its mAP with.
+feature computed here equals the one the training run measured its mAP with. Features come
+from the embedding engine's :class:`~rvsl.inference.engine.EmbeddingModule`, the code that
+``rvsl-search`` and ``rvsl-eval`` embed with; image files are decoded in DataLoader workers
+(:class:`~rvsl.inference.images.ImageFiles`).
 """
 
 from __future__ import annotations
@@ -14,15 +17,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from rvsl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ImageReadError,
     build_eval_transform,
     load_image,
     size_pair,
     to_rgb,
 )
+from rvsl.inference.engine import EmbeddingModule
+from rvsl.inference.images import ImageFiles
 from rvsl.metrics.distance import pairwise_distance
 from rvsl.models.checkpoint import CheckpointError, load_net, load_untrusted, unwrap_state_dict
 from rvsl.models.convert import load_official
@@ -30,6 +37,9 @@ from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 
 #: The paper's training and test size (H, W), used when a checkpoint records none.
 DEFAULT_IMAGE_SIZE = (384, 384)
+
+#: Distances :meth:`Reidentifier.rank` holds at a time with ``top_k`` (64 MiB of float32).
+RANK_CHUNK_ELEMENTS = 1 << 24
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 Images = ImageInput | Sequence[ImageInput]
@@ -141,23 +151,33 @@ class Reidentifier:
         batch_size: int = 64,
         flip: bool = False,
         normalize: bool = False,
+        num_workers: int = 0,
     ) -> Tensor:
         """(N, feature_dim) float32 CPU features (post-BNNeck, as evaluated in training).
 
         ``branch``: ``hazy`` (the encoder for hazy images, the paper's test branch) or
         ``clear``. ``flip`` averages each image's features with its mirror image's (the usual
         ReID test-time augmentation); ``normalize`` then scales each row to unit L2 norm.
+        When every image is a file path, the files are decoded by ``num_workers`` DataLoader
+        worker processes (0: in this process) while the network runs; other inputs (PIL images,
+        tensors, or paths mixed with them) are prepared here, and ``num_workers`` is unused.
+        A file that cannot be read raises ImageReadError naming it (the first such file).
         """
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
+        _check_count("batch_size", batch_size, minimum=1)
+        _check_count("num_workers", num_workers, minimum=0)
+        items = _flatten(images)
+        if items and all(isinstance(item, (str, os.PathLike)) for item in items):
+            batches = self._file_batches(items, batch_size, num_workers)
+        else:
+            batches = self._batches(items, batch_size)
+        module = EmbeddingModule(self.net, branches=(branch,), flip=flip)
         parts = []
-        with torch.inference_mode():
-            for batch in self._batches(images, batch_size):
-                feats = self.net.embed(batch, branch)[f"feat_{branch}"]
-                if flip:
-                    mirrored = self.net.embed(batch.flip(-1), branch)[f"feat_{branch}"]
-                    feats = (feats + mirrored) / 2
-                parts.append(feats.float().cpu())
+        for batch in batches:
+            with torch.inference_mode():  # float32, flip averaged: as rvsl-search and rvsl-eval
+                out = module.predict_step({"image": batch}, len(parts))
+            parts.append(out[f"feat_{branch}"].cpu())
         # concatenated outside inference mode: callers get ordinary, editable tensors
         feats = torch.cat(parts) if parts else torch.empty(0, self.feature_dim)
         return F.normalize(feats, dim=1) if normalize else feats
@@ -168,9 +188,10 @@ class Reidentifier:
         The generator has no output activation; like the training code's pictures and SSIM,
         its output is clamped to [0, 1] (after undoing the input normalisation, if any).
         """
+        _check_count("batch_size", batch_size, minimum=1)
         parts = []
         with torch.inference_mode():
-            for batch in self._batches(images, batch_size):
+            for batch in self._batches(_flatten(images), batch_size):
                 out = self.net.dehaze(batch).float()
                 if self.normalize_input:
                     mean = torch.tensor(IMAGENET_MEAN, device=out.device).view(1, 3, 1, 1)
@@ -188,19 +209,46 @@ class Reidentifier:
     def rank(
         query: Tensor, gallery: Tensor, top_k: int | None = None, metric: str = "euclidean"
     ) -> Tensor:
-        """(num_query, top_k) gallery indices, nearest first; all of them when ``top_k`` is None."""
-        order = torch.argsort(pairwise_distance(query, gallery, metric), dim=1, stable=True)
-        return order if top_k is None else order[:, :top_k]
+        """(num_query, top_k) gallery indices, nearest first; all of them when ``top_k`` is None.
+
+        Equal distances keep gallery order (the lower index first): the result is the first
+        ``top_k`` columns of the stable argsort of :meth:`distance`, ties at the cut included.
+        With ``top_k`` only the k nearest are selected (``torch.topk``), a chunk of query rows
+        at a time (:data:`RANK_CHUNK_ELEMENTS` distances). NaN distances rank last.
+        """
+        if top_k is None:
+            return torch.argsort(pairwise_distance(query, gallery, metric), dim=1, stable=True)
+        _check_count("top_k", top_k, minimum=0)
+        k = min(top_k, len(gallery))
+        rows = max(1, RANK_CHUNK_ELEMENTS // max(1, len(gallery)))
+        parts = [
+            _nearest(pairwise_distance(query[start : start + rows], gallery, metric), k)
+            for start in range(0, len(query), rows)
+        ]
+        return torch.cat(parts) if parts else torch.empty(0, k, dtype=torch.long)
 
     # ------------------------------------------------------------------ input handling
-    def _batches(self, images: Images, batch_size: int) -> Iterator[Tensor]:
+    def _batches(self, items: Sequence[ImageInput], batch_size: int) -> Iterator[Tensor]:
         """Preprocessed (B, 3, H, W) batches on the device; files are read one batch at a time."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        items = _flatten(images)
         for start in range(0, len(items), batch_size):
             chunk = [self._preprocess(item) for item in items[start : start + batch_size]]
             yield torch.stack(chunk).to(self.device)
+
+    def _file_batches(
+        self, paths: Sequence[str | os.PathLike], batch_size: int, num_workers: int
+    ) -> Iterator[Tensor]:
+        """:meth:`_batches` of image files, decoded by DataLoader workers; ImageReadError for
+        the first file that cannot be read."""
+        loader = DataLoader(
+            ImageFiles(paths, self.transform, self.image_size),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for batch in loader:
+            if not batch["valid"].all():  # the first: "cannot read image PATH: reason"
+                raise ImageReadError(batch["error"][int(batch["valid"].int().argmin())])
+            yield batch["image"].to(self.device, non_blocking=True)
 
     def _preprocess(self, image: ImageInput) -> Tensor:
         """One image -> float32 (3, H, W), exactly as the validation loader prepares it."""
@@ -234,6 +282,34 @@ def _flatten(images: Images) -> list[ImageInput]:
                 "or a tensor"
             )
     return items
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    """ValueError unless ``value`` is an int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def _nearest(dist: Tensor, k: int) -> Tensor:
+    """The first ``k`` columns of ``dist.argsort(dim=1, stable=True)``, through ``topk``.
+
+    ``topk`` gives each row's k-th smallest distance; everything below it is kept, and of the
+    distances equal to it the lowest indices fill the remaining places, whichever ``topk``
+    picked. The kept indices are then sorted by distance, stably.
+    """
+    if k == 0:
+        return torch.empty(len(dist), 0, dtype=torch.long, device=dist.device)
+    dist.nan_to_num_(nan=torch.inf)  # +inf becomes float32's max: NaN ranks last, as in argsort
+    kth = dist.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1, keepdim=True)
+    below, tied = dist < kth, dist == kth
+    room = k - below.sum(dim=1)
+    crowded = (tied.sum(dim=1) > room).nonzero().squeeze(1)
+    if len(crowded):  # more ties at the cut than places: the lowest indices
+        ties = tied[crowded]
+        tied[crowded] = ties & (ties.cumsum(dim=1) <= room[crowded, None])
+    kept = (below | tied).nonzero()[:, 1].view(len(dist), k)  # ascending index order
+    return kept.gather(1, dist.gather(1, kept).argsort(dim=1, stable=True))
 
 
 def _check_tensor_image(image: Tensor) -> None:
