@@ -13,7 +13,15 @@ import yaml
 from torch import nn
 
 from rvsl.cli.export import main
-from rvsl.export import MANIFEST, export_checkpoint, export_onnx, verify_onnx
+from rvsl.export import (
+    MANIFEST,
+    ExportError,
+    check_settings,
+    export_checkpoint,
+    export_onnx,
+    verify_onnx,
+)
+from rvsl.export.onnx import trace_size
 from rvsl.models import RVSLNet, save_net
 
 ort = pytest.importorskip("onnxruntime")
@@ -97,7 +105,8 @@ def test_manifest(exported):
     manifest = json.loads(paths["manifest"].read_text())
     assert manifest["backbone"] == "resnet18_ibn_a"
     assert manifest["feature_dim"] == net.feature_dim == 512
-    assert manifest["image_size"] == list(SIZE)
+    assert manifest["image_size"] == list(SIZE) and manifest["dynamic_size"] is False
+    assert manifest["input"]["layout"].endswith("H and W fixed")
     assert manifest["branch"] == "hazy"
     assert manifest["opset"] == 17
     assert manifest["input"]["normalize"] is False
@@ -148,7 +157,9 @@ def test_without_a_recorded_size_the_inference_default_is_used_and_said(
     net, _ = exported
     ckpt = tmp_path / "net.ckpt"
     save_net(net, ckpt)  # records neither size nor normalisation
-    monkeypatch.setattr("rvsl.inference.reidentifier.DEFAULT_IMAGE_SIZE", (34, 30))  # 384 is slow here
+    monkeypatch.setattr(
+        "rvsl.inference.reidentifier.DEFAULT_IMAGE_SIZE", (34, 30)
+    )  # 384 is slow here
     result = export_checkpoint(ckpt, tmp_path / "onnx")
     assert result.image_size == (34, 30) and result.image_size_source == "default"
     assert result.normalize is False and result.normalize_source == "checkpoint"
@@ -158,6 +169,55 @@ def test_without_a_recorded_size_the_inference_default_is_used_and_said(
         "dehazed@1",
         "dehazed@3",
     }
+
+
+def test_dynamic_size_models_take_other_sizes_and_are_checked_at_a_second_one(exported, tmp_path):
+    net, _ = exported
+    ckpt = tmp_path / "net.ckpt"
+    save_net(net, ckpt, image_size=list(SIZE))
+    result = export_checkpoint(ckpt, tmp_path / "onnx", dynamic_size=True)
+    other = (SIZE[0] + 33, SIZE[1] + 34)
+    assert result.dynamic_size and result.checked_sizes == (SIZE, other)
+    suffix = f"@{other[0]}x{other[1]}"
+    names = ("features@1", "features@3", "dehazed@1", "dehazed@3")
+    assert set(result.errors) == {*names, *(n + suffix for n in names)}
+    assert result.verified, result.errors
+    # at the recorded size as tight as a fixed-size export; at 71 x 64 the features (values up
+    # to ~25) differ by ~1e-4 in float32, as a fixed-size export at 71 x 64 does too
+    assert all(result.errors[n] <= TOL for n in names), result.errors
+    assert all(result.errors[n + suffix] <= 2 * TOL for n in names), result.errors
+    manifest = json.loads(result.paths["manifest"].read_text())
+    assert manifest["dynamic_size"] is True and manifest["image_size"] == list(SIZE)
+    assert "H and W axes dynamic" in manifest["input"]["layout"]
+    assert manifest["files"]["dehaze"]["output_shape"] == ["batch", 3, "height", "width"]
+
+    # traced at 41 x 33 (1 mod 4): right at every H, W mod 4, non-square, odd and even
+    embed = ort.InferenceSession(str(result.paths["embed"]), providers=["CPUExecutionProvider"])
+    dehaze = ort.InferenceSession(str(result.paths["dehaze"]), providers=["CPUExecutionProvider"])
+    assert embed.get_inputs()[0].shape == dehaze.get_inputs()[0].shape
+    assert embed.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    assert dehaze.get_outputs()[0].shape == ["batch", 3, "height", "width"]
+    net = net.eval()
+    try:
+        for size in [(32, 35), (34, 33), (35, 36), (48, 17)]:
+            images = torch.rand(2, 3, *size)
+            with torch.no_grad():
+                feats = net.embed(images, "hazy")["feat_hazy"].numpy()
+                clear = net.dehaze(images).numpy()
+            (got_feats,) = embed.run(["features"], {"images": images.numpy()})
+            (got_clear,) = dehaze.run(["dehazed"], {"hazy": images.numpy()})
+            assert got_clear.shape == clear.shape == (2, 3, *size)
+            assert np.abs(got_feats - feats).max() <= 2 * TOL
+            assert np.abs(got_clear - clear).max() <= TOL
+    finally:
+        net.train()
+
+
+def test_a_dynamic_size_export_traces_where_the_generator_crops_on_both_axes():
+    assert trace_size(SIZE) == (41, 33)
+    assert trace_size(64) == (65, 65) and trace_size((37, 33)) == (37, 33)
+    with pytest.raises(ExportError, match="dynamic_size must be true or false"):
+        check_settings(dynamic_size="yes")
 
 
 def test_help(capsys):
@@ -176,6 +236,7 @@ def test_cfg_job_shows_the_composed_settings(capsys):
         "branch": "hazy",
         "opset": 17,
         "normalize": None,
+        "dynamic_size": False,
     }
 
 
@@ -189,7 +250,7 @@ def test_python_dash_m_exit_code(tmp_path, monkeypatch, capsys):
     assert done.value.code == 2
     assert capsys.readouterr().err == (
         "rvsl-export: error: unknown argument 'bad': expected one of "
-        "checkpoint, out, image_size, branch, opset, normalize\n"
+        "checkpoint, out, image_size, branch, opset, normalize, dynamic_size\n"
     )
 
 

@@ -2,8 +2,9 @@
 
 A Hydra app on ``conf/export.yaml`` (``rvsl-export --help`` lists the settings, ``--cfg job``
 shows the composed config). Optional keys: ``image_size`` (``N`` or ``[H,W]``; default: the size
-the checkpoint records, else 384), ``branch`` (hazy or clear), ``opset`` (17) and ``normalize``
-(whether the network takes ImageNet-normalised inputs; default: what the checkpoint records).
+the checkpoint records, else 384), ``branch`` (hazy or clear), ``opset`` (17), ``normalize``
+(whether the network takes ImageNet-normalised inputs; default: what the checkpoint records)
+and ``dynamic_size`` (false; true: H and W are dynamic axes too, checked at a second size).
 
 Loads the checkpoint (training, ``rvsl-convert`` output or the authors' raw weights), writes
 ``embed_<branch>.onnx``, ``dehaze.onnx`` and the ``export.json`` manifest into ``out``, then
@@ -81,6 +82,7 @@ def run(cfg: DictConfig) -> int:
         branch=cfg.branch,
         opset=cfg.opset,
         normalize=cfg.normalize,
+        dynamic_size=cfg.dynamic_size,
     )
     (h, w), paths = result.image_size, result.paths
     size_from = {
@@ -93,6 +95,9 @@ def run(cfg: DictConfig) -> int:
         f"{result.backbone}, {result.branch} branch, opset {result.opset}: image size {h} x {w} "
         f"({size_from}), normalize={str(result.normalize).lower()} ({normalize_from})"
     )
+    if result.dynamic_size:
+        (h, w), checked = ("H", "W"), " and ".join(f"{a} x {b}" for a, b in result.checked_sizes)
+        print(f"H and W are dynamic (dynamic_size=true); checked at {checked}")
     print(f"wrote {paths['embed']} (images B x 3 x {h} x {w} -> features B x {result.feature_dim})")
     print(f"wrote {paths['dehaze']} (hazy B x 3 x {h} x {w} -> dehazed B x 3 x {h} x {w})")
     print(f"wrote {paths['manifest']}")

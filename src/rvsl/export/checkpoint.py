@@ -44,6 +44,8 @@ class ExportResult:
     normalize: bool
     normalize_source: str
     errors: dict[str, float]  # ONNX Runtime vs PyTorch max abs error, see verify_onnx
+    dynamic_size: bool = False  # H and W dynamic; errors then cover checked_sizes[1] too
+    checked_sizes: tuple[tuple[int, int], ...] = ()  # the (H, W) sizes ONNX Runtime ran
 
     @property
     def worst(self) -> tuple[str, float]:
@@ -57,8 +59,19 @@ class ExportResult:
         return all(e <= TOLERANCE for e in self.errors.values())
 
 
+def other_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """The second size a dynamic-size export is checked at: (H + 33, W + 34). Larger, so the
+    network takes it; and 1 and 2 more mod 4, so that the generator crops otherwise than at
+    ``image_size`` (H + 32 would crop alike: see :mod:`rvsl.export.onnx` on dynamic sizes)."""
+    return image_size[0] + 33, image_size[1] + 34
+
+
 def check_settings(
-    image_size: Any = None, branch: Any = "hazy", opset: Any = DEFAULT_OPSET, normalize: Any = None
+    image_size: Any = None,
+    branch: Any = "hazy",
+    opset: Any = DEFAULT_OPSET,
+    normalize: Any = None,
+    dynamic_size: Any = False,
 ) -> tuple[int, int] | None:
     """ExportError naming the first setting that cannot be exported; else the (H, W) of
     ``image_size`` (an integer N, or [H, W], that the network can take; None: the
@@ -71,6 +84,8 @@ def check_settings(
         )
     if normalize is not None and not isinstance(normalize, bool):
         raise ExportError(f"normalize must be true or false, got {normalize!r}")
+    if not isinstance(dynamic_size, bool):
+        raise ExportError(f"dynamic_size must be true or false, got {dynamic_size!r}")
     if image_size is None:
         return None
     sizes = [image_size] if isinstance(image_size, int) else image_size
@@ -91,6 +106,7 @@ def export_checkpoint(
     branch: str = "hazy",
     opset: int = DEFAULT_OPSET,
     normalize: bool | None = None,
+    dynamic_size: bool = False,
 ) -> ExportResult:
     """Load ``checkpoint``, write the ONNX models and manifest into ``out_dir``, check them with
     ONNX Runtime (:func:`verify_onnx`; the caller judges ``result.verified``).
@@ -100,12 +116,15 @@ def export_checkpoint(
     ``normalize``: None takes what the checkpoint records (a training run records its
     ``data.image_size`` and ``data.normalize``), else the paper's 384x384
     (:data:`rvsl.inference.DEFAULT_IMAGE_SIZE`) and false, as the inference API does.
+    ``dynamic_size``: both models take any H and W (:func:`rvsl.export.export_onnx`); they are
+    then checked at ``image_size`` and at :func:`other_size` (keys ``<name>@<batch>`` and
+    ``<name>@<batch>@<H>x<W>``).
 
     Raises, before anything is written: ExportError (a setting), ModuleNotFoundError (``onnx``
     or ``onnxruntime`` missing), ``rvsl.models.checkpoint.CheckpointError`` (the file);
     FileExistsError when ``out_dir`` holds files of these names that no export wrote.
     """
-    size = check_settings(image_size, branch, opset, normalize)
+    size = check_settings(image_size, branch, opset, normalize, dynamic_size)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"out={out_dir} is an existing file; out must be a directory")
@@ -123,7 +142,12 @@ def export_checkpoint(
     else:
         normalize_source = "given"
     net = loaded.net
-    paths = export_onnx(net, out_dir, size, opset, branch, normalize=normalize)
+    paths = export_onnx(net, out_dir, size, opset, branch, normalize, dynamic_size)
+    errors, checked = verify_onnx(net, paths, size), [size]
+    if dynamic_size:
+        checked.append(other_size(size))
+        h, w = checked[-1]
+        errors |= {f"{k}@{h}x{w}": v for k, v in verify_onnx(net, paths, (h, w)).items()}
     return ExportResult(
         paths=paths,
         backbone=net.backbone,
@@ -134,5 +158,7 @@ def export_checkpoint(
         image_size_source=size_source,
         normalize=normalize,
         normalize_source=normalize_source,
-        errors=verify_onnx(net, paths, size),
+        errors=errors,
+        dynamic_size=dynamic_size,
+        checked_sizes=tuple(checked),
     )

@@ -3,9 +3,18 @@
 ``export_onnx`` writes ``embed_<branch>.onnx`` (one branch's encoder -> ReID trunk -> pool ->
 BNNeck: input ``images`` (B, 3, H, W), output ``features`` (B, D)), ``dehaze.onnx`` (hazy
 encoder -> clear generator: input ``hazy``, output ``dehazed``, same size and normalisation as
-the input) and ``export.json``, a manifest saying how to feed them. Only the batch axis is
-dynamic; H and W are fixed at export. Every file is written atomically
-(:func:`rvsl.utils.files.atomic_write`).
+the input) and ``export.json``, a manifest saying how to feed them. The batch axis is dynamic;
+H and W are fixed at export, or dynamic too with ``dynamic_size`` (then the models take any
+size the network takes, and ``image_size`` in the manifest is the size to resize to, the one the
+network was trained at). Every file is written atomically (:func:`rvsl.utils.files.atomic_write`).
+
+Dynamic H and W: the generator pads or crops after each upsampling, in Python branches that
+tracing records as constants (``generator.upsample_to``). Both its crops are one pixel or none
+(the encoder's stem and max-pool round up), and the branch taken when H and W are 1 mod 4 (a
+one-pixel crop at both upsamplings, on both axes) is the general one: its shape arithmetic is
+traced and also gives the no-crop case. So a dynamic export traces at :func:`trace_size`, the
+next size up that is 1 mod 4 on both sides; traced at a multiple of 4 the graph would lose the
+crops and fail on any other size.
 
 Exporter: the TorchScript-based one (``dynamo=False``, ``dynamic_axes``). The default dynamo
 exporter of torch 2.14 needs ``onnxscript``, which is not installed; the TorchScript exporter
@@ -108,8 +117,9 @@ def _quiet_exporter() -> Iterator[None]:
       (H or W not a multiple of 4), not an error;
     - TracerWarnings raised inside torch itself (InstanceNorm's input checks): torch ignores
       these by default (``TracerWarning.ignore_lib_warnings``), test runners re-enable them;
-    - TracerWarnings of the generator's pad/crop branch: H and W are fixed at export, so
-      that branch is meant to be a constant.
+    - TracerWarnings of the generator's pad/crop branch: with H and W fixed at export that
+      branch is meant to be a constant; with ``dynamic_size`` the branch traced is the general
+      one (see the module doc, :func:`trace_size`).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings(
@@ -176,6 +186,13 @@ def _refuse_foreign(out_dir: Path, names: Sequence[str]) -> dict[str, str | None
     return previous or {}
 
 
+def trace_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """The (H, W) a dynamic-size export traces at: the next size up (or the same) that is 1 mod 4
+    on both sides, where the generator's crops take their general branch (module doc)."""
+    h, w = size_pair(image_size)
+    return h + (1 - h) % 4, w + (1 - w) % 4
+
+
 def export_module(
     module: nn.Module,
     example: torch.Tensor,
@@ -184,11 +201,15 @@ def export_module(
     output_name: str,
     opset: int = DEFAULT_OPSET,
     replace: bool = False,
+    dynamic_size: bool = False,
 ) -> Path:
     """Export a one-input, one-output eval-mode module with a dynamic batch axis, atomically.
 
-    An existing file at ``path`` is replaced only when ``replace`` (the caller has checked that
-    it wrote it); otherwise FileExistsError.
+    ``dynamic_size``: H and W (dims 2 and 3) of the input are dynamic too, and of the output
+    when it is an image; the module is traced at :func:`trace_size` of the example's H and W
+    (a random input of that size), not at the example's own size. An existing file at ``path``
+    is replaced only when ``replace`` (the caller has checked that it wrote it); otherwise
+    FileExistsError.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
@@ -196,6 +217,14 @@ def export_module(
     path = Path(path)
     if not replace and (path.exists() or path.is_symlink()):
         raise FileExistsError(f"refusing to replace {path}: it already exists")
+    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}}
+    if dynamic_size:
+        size = trace_size(tuple(example.shape[-2:]))
+        example = torch.rand(*example.shape[:-2], *size, generator=torch.Generator().manual_seed(0))
+        axes[input_name] |= {2: "height", 3: "width"}
+        with torch.no_grad():
+            if module.eval()(example).ndim == 4:  # an image out: the same H and W
+                axes[output_name] |= {2: "height", 3: "width"}
 
     def write(handle: BinaryIO) -> None:  # the TorchScript exporter writes to a file object
         with _quiet_exporter(), torch.no_grad():
@@ -206,7 +235,7 @@ def export_module(
                 dynamo=False,
                 input_names=[input_name],
                 output_names=[output_name],
-                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
             )
@@ -221,11 +250,15 @@ def export_embed(
     image_size: int | Sequence[int] = 256,
     opset: int = DEFAULT_OPSET,
     branch: str = "hazy",
+    dynamic_size: bool = False,
 ) -> Path:
     """Write only the embedding model (``images`` -> ``features``) to ``path``."""
     h, w = size_pair(image_size)
     model = EmbedModel(_cpu_eval_copy(net), branch)
-    return export_module(model, torch.rand(2, 3, h, w), path, "images", "features", opset)
+    example = torch.rand(2, 3, h, w)
+    return export_module(
+        model, example, path, "images", "features", opset, dynamic_size=dynamic_size
+    )
 
 
 def export_onnx(
@@ -235,15 +268,19 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     branch: str = "hazy",
     normalize: bool = False,
+    dynamic_size: bool = False,
 ) -> dict[str, Path]:
     """Write ``embed_<branch>.onnx``, ``dehaze.onnx`` and ``export.json`` into ``out_dir``.
 
     ``normalize`` records in the manifest whether the network was trained on ImageNet-
     normalised inputs (``data.normalize``; off by default, as in the reference); the models
-    themselves take whatever the network took. Returns the paths under the keys ``embed``,
-    ``dehaze`` and ``manifest``. Existing files of these names are replaced only when an earlier
-    export wrote them, unchanged since (``export.json`` records their SHA-256 under ``written``);
-    otherwise FileExistsError names them before anything is written.
+    themselves take whatever the network took. ``dynamic_size``: H and W of both models'
+    inputs (and of the dehazed output) are dynamic axes, ``height`` and ``width``; the
+    manifest's ``image_size`` stays the size to resize to (see the module doc). Returns the
+    paths under the keys ``embed``, ``dehaze`` and ``manifest``. Existing files of these names
+    are replaced only when an earlier export wrote them, unchanged since (``export.json``
+    records their SHA-256 under ``written``); otherwise FileExistsError names them before
+    anything is written.
     """
     h, w = size_pair(image_size)
     if branch not in BRANCHES:
@@ -261,6 +298,7 @@ def export_onnx(
             "features",
             opset,
             replace=True,
+            dynamic_size=dynamic_size,
         ),
         "dehaze": export_module(
             DehazeModel(cpu_net),
@@ -270,19 +308,29 @@ def export_onnx(
             "dehazed",
             opset,
             replace=True,
+            dynamic_size=dynamic_size,
         ),
     }
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0,) * 3, (1.0,) * 3)
+    if dynamic_size:
+        layout = (
+            "NCHW, RGB, float32; batch, H and W axes dynamic: any H, W the network takes "
+            "(ceil(H/16) x ceil(W/16) >= 2); image_size is the size it was trained at"
+        )
+        out_h, out_w = "height", "width"
+    else:
+        layout, (out_h, out_w) = "NCHW, RGB, float32; batch axis dynamic, H and W fixed", (h, w)
     manifest = {
         "format": 1,
         "backbone": net.backbone,
         "feature_dim": net.feature_dim,
         "branch": branch,
         "image_size": [h, w],
+        "dynamic_size": dynamic_size,
         "opset": opset,
         "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
         "input": {
-            "layout": "NCHW, RGB, float32; batch axis dynamic, H and W fixed",
+            "layout": layout,
             "preprocess": "resize to image_size, divide by 255, then (x - mean) / std",
             "normalize": normalize,
             "mean": list(mean),
@@ -299,7 +347,7 @@ def export_onnx(
                 "file": paths["dehaze"].name,
                 "input": "hazy",
                 "output": "dehazed",
-                "output_shape": ["batch", 3, h, w],
+                "output_shape": ["batch", 3, out_h, out_w],
                 "note": "same normalisation as the input; no output activation, clamp to show",
             },
         },
