@@ -47,13 +47,17 @@ def haze_scores(paths: list[str], size: tuple[int, int]) -> torch.Tensor:
 
 
 def pick_threshold(clear: torch.Tensor, hazy: torch.Tensor) -> tuple[float, float]:
-    """The threshold with the fewest errors (clear scored above it, hazy at or below it), the
-    midpoint of the best run of candidates; and its error rate."""
+    """The threshold with the fewest errors (clear scored above it, hazy at or below it): the
+    middle of the first interval of scores where the fewest are made; and its error rate."""
     candidates = torch.cat([clear, hazy]).sort().values
     errors = torch.stack([(clear > t).sum() + (hazy <= t).sum() for t in candidates])
-    best = torch.nonzero(errors == errors.min()).squeeze(1)
-    low, high = candidates[best[0]], candidates[min(best[-1] + 1, len(candidates) - 1)]
-    return float((low + high) / 2), float(errors.min()) / (len(clear) + len(hazy))
+    best = errors == errors.min()
+    start = int(torch.nonzero(best)[0])
+    end = start
+    while end + 1 < len(best) and best[end + 1]:
+        end += 1  # every threshold from candidates[start] up to candidates[end + 1] ties
+    high = candidates[min(end + 1, len(candidates) - 1)]
+    return float((candidates[start] + high) / 2), float(errors.min()) / (len(clear) + len(hazy))
 
 
 def coin(path: str) -> int:

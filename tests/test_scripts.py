@@ -83,3 +83,56 @@ def test_the_suite_writes_one_json_with_every_section_it_ran(tmp_path):
     assert layout["speedup"] > 0 and ddp["speedup"] > 0
     assert report["options"]["plain_run_repeat_ratio"] > 0
     assert report["evaluation"]["rank"]["max_abs_diff"] == 0.0
+
+
+def test_bench_search_checks_flat_against_the_float64_brute_force(tmp_path):
+    import bench_search
+
+    report = bench_search.main(
+        ["--sizes", "2000", "--dim", "64", "--queries", "20", "--nlist", "16",
+         "--out", str(tmp_path / "search.json")]
+    )  # fmt: skip
+    (size,) = report["sizes"]
+    rows = {row["method"]: row for row in size["rows"]}
+    assert set(rows) == {"flat", "torch", "numpy", "ivf", "hnsw"}
+    assert size["checks"]["flat"]["max_rel_diff"] <= 1e-4 and rows["ivf"]["trained"]
+    assert rows["ivf"]["recall_at_k"] >= 0.9 and rows["hnsw"]["recall_at_k"] >= 0.9
+
+
+def test_bench_embed_engine_times_the_old_reidentifier_path_against_the_engine(tmp_path):
+    import bench_embed_engine
+
+    out = tmp_path / "embed.json"
+    report = bench_embed_engine.main(
+        ["--quick", "--configs", "demo", "--images", "8", "--batch-size", "4", "--out", str(out)]
+    )
+    (config,) = report["configs"]
+    rows = {(row["method"], row["workers"]): row for row in config["rows"]}
+    assert set(rows) == {("old", None), ("reidentifier", 0), ("reidentifier", 2),
+                         ("search engine", 0), ("search engine", 2)}  # fmt: skip
+    assert all(row["images_per_s"] > 0 for row in rows.values())
+    assert rows["reidentifier", 0]["max_abs_diff_vs_old"] == 0.0  # the same features
+    assert rows["reidentifier", 2]["max_abs_diff_vs_old"] == 0.0
+    assert json.loads(out.read_text())["configs"][0]["image_size"] == [64, 64]
+
+
+def test_the_haze_threshold_is_the_fewest_errors_and_the_mixed_gallery_holds_each_shot_once(
+    tmp_path,
+):
+    import search_branch_choice as choice
+
+    clear, hazy = torch.tensor([0.05, 0.1, 0.2, 0.3]), torch.tensor([0.25, 0.4, 0.5])
+    threshold, error = choice.pick_threshold(clear, hazy)
+    assert 0.2 < threshold < 0.25 and error == pytest.approx(1 / 7)  # 0.3 is clear but hazy-looking
+    for folder, condition in (
+        ("FVRID_clear/query_clear", "clear"),
+        ("FVRID_real/query_foggy", "hazy"),
+    ):
+        (tmp_path / folder).mkdir(parents=True)
+        for name in ("0001_c1_000.jpg", "0001_c2_000.jpg", "0002_c1_000.jpg", "0002_c3_001.jpg"):
+            (tmp_path / folder / name).write_text(condition)
+    paths, is_hazy = choice.mixed_split(tmp_path, "query")
+    assert sorted(Path(p).name for p in paths) == sorted(
+        ["0001_c1_000.jpg", "0001_c2_000.jpg", "0002_c1_000.jpg", "0002_c3_001.jpg"]
+    )
+    assert [Path(p).read_text() == "hazy" for p in paths] == is_hazy
