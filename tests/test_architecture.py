@@ -11,12 +11,28 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rvsl"
 #: package -> packages it must never import
 FORBIDDEN = {
-    "evaluation": ("rvsl.training", "rvsl.cli"),
-    "utils": ("rvsl.training", "rvsl.evaluation", "rvsl.cli"),
-    "metrics": ("rvsl.training", "rvsl.evaluation", "rvsl.cli"),
-    "losses": ("rvsl.training", "rvsl.evaluation", "rvsl.cli", "rvsl.data"),
-    "models": ("rvsl.training", "rvsl.evaluation", "rvsl.cli", "rvsl.data"),
-    "data": ("rvsl.training", "rvsl.evaluation", "rvsl.cli"),
+    "search": ("rvsl.training", "rvsl.evaluation", "rvsl.cli"),
+    "evaluation": ("rvsl.training", "rvsl.search", "rvsl.cli"),
+    "inference": ("rvsl.training", "rvsl.evaluation", "rvsl.search", "rvsl.cli"),
+    "utils": ("rvsl.training", "rvsl.evaluation", "rvsl.inference", "rvsl.search", "rvsl.cli"),
+    "metrics": ("rvsl.training", "rvsl.evaluation", "rvsl.inference", "rvsl.search", "rvsl.cli"),
+    "losses": (
+        "rvsl.training",
+        "rvsl.evaluation",
+        "rvsl.inference",
+        "rvsl.search",
+        "rvsl.cli",
+        "rvsl.data",
+    ),
+    "models": (
+        "rvsl.training",
+        "rvsl.evaluation",
+        "rvsl.inference",
+        "rvsl.search",
+        "rvsl.cli",
+        "rvsl.data",
+    ),
+    "data": ("rvsl.training", "rvsl.evaluation", "rvsl.inference", "rvsl.search", "rvsl.cli"),
 }
 
 
