@@ -132,6 +132,25 @@ def test_indexed_vectors_are_the_reidentifiers_features_and_flat_search_is_exact
     assert (ids[:, 0] == [0, 1, 2]).all()
 
 
+def test_info_says_what_an_index_holds(built, capsys):
+    main(["info", str(built)])
+    said = json.loads(capsys.readouterr().out)
+    assert said["images"] == 16 and said["branch"] == "hazy" and said["kind"] == "flat"
+
+
+def test_an_hnsw_index_of_a_small_gallery_finds_what_the_exact_one_finds(
+    checkpoint, gallery, built, tmp_path
+):
+    out = tmp_path / "hnsw"
+    main(["index", str(checkpoint), str(gallery), "--out", str(out), "--branch", "hazy",
+          "--kind", "hnsw", *FAST])  # fmt: skip
+    exact, approx = SearchIndex.open(built), SearchIndex.open(out)
+    queries = _vectors(built)[:4]
+    np.testing.assert_array_equal(
+        approx.vectors.search(queries, 5)[1], exact.vectors.search(queries, 5)[1]
+    )
+
+
 # ---------------------------------------------------------------------- querying
 def test_a_query_lists_other_images_nearest_first_in_a_csv_and_a_page(built, gallery, tmp_path):
     out = tmp_path / "results"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rvsl.metrics.distance import pairwise_distance
-from rvsl.search.embedding import Embedder, EmbedOptions
+from rvsl.search.embedding import Embedder, EmbedOptions, recorded_embedding
 from rvsl.search.files import SearchInputError, describe, find_images, read_meta
 from rvsl.search.query import open_for_query
 
@@ -98,14 +98,7 @@ def calibrate(
             f"{len(infos)} have none" + (f", e.g. {unlabelled[0]}" if unlabelled else "")
         )
     manifest = index.manifest
-    embed = EmbedOptions(
-        **{
-            **(embed.__dict__ if embed else {}),
-            "branch": manifest["branch"],
-            "haze_threshold": manifest["haze_threshold"],
-            "devices": 1,
-        }
-    )
+    embed = recorded_embedding(manifest, embed)
     out = Embedder(checkpoint, embed).embed(paths)
     assert out is not None
     valid = out["valid"].numpy()

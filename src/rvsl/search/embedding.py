@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,17 @@ class EmbedOptions:
         if self.device == "auto":
             return "gpu" if torch.cuda.is_available() else "cpu"
         return "gpu" if self.device == "cuda" else "cpu"
+
+
+def recorded_embedding(manifest: dict[str, Any], options: EmbedOptions | None) -> EmbedOptions:
+    """``options`` with the index's branch choice and haze threshold, on one device: queries
+    and calibration images are embedded exactly as the index's images were."""
+    return replace(
+        options or EmbedOptions(),
+        branch=manifest["branch"],
+        haze_threshold=manifest["haze_threshold"],
+        devices=1,
+    )
 
 
 class Embedder:

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rvsl.search.embedding import Embedder, EmbedOptions
+from rvsl.search.embedding import Embedder, EmbedOptions, recorded_embedding
 from rvsl.search.files import ImageInfo, SearchInputError, describe, find_images, read_meta
 from rvsl.search.index import SearchIndex, SearchIndexError, file_hash
 from rvsl.search.page import Match, QueryRow, write_results_page
 from rvsl.utils.files import atomic_write
 
 MATCHES_CSV = "matches.csv"
+VIEW_SIZE = 256  # the dehazed views kept for the page (pixels, longest side)
 CSV_COLUMNS = ("query", "rank", "match", "camera", "timestamp", "distance", "correct")
 
 
@@ -184,14 +185,7 @@ def run_query(
     if not paths:
         raise SearchInputError(f"no query images under {', '.join(map(str, roots))}")
     manifest = index.manifest
-    embed = EmbedOptions(
-        **{
-            **(embed.__dict__ if embed else {}),
-            "branch": manifest["branch"],
-            "haze_threshold": manifest["haze_threshold"],
-            "devices": 1,
-        }
-    )
+    embed = recorded_embedding(manifest, embed)
     embedder = Embedder(checkpoint, embed)
     out = embedder.embed(paths)
     assert out is not None
@@ -247,7 +241,7 @@ def _page_rows(
     valid: np.ndarray,
     options: QueryOptions,
 ) -> list[QueryRow]:
-    dehazed = embedder.dehaze([q.path for q in queries]) if options.dehazed else None
+    dehazed = _dehazed_views(embedder, [q.path for q in queries]) if options.dehazed else None
     haze = out["haze"][torch.from_numpy(valid)].tolist()
     branches = [b for b, ok in zip(out["branch"], valid, strict=True) if ok]
     rows = []
@@ -266,14 +260,22 @@ def _page_rows(
             )
             for rank, ((_, dist), rec) in enumerate(zip(matches, records, strict=True), 1)
         )
-        picture = _to_pil(dehazed[i]) if dehazed is not None else None
+        picture = dehazed[i] if dehazed is not None else None
         rows.append(QueryRow(query.path, query.camera, picture, listed, haze[i], branches[i]))
     return rows
 
 
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(array)
+def _dehazed_views(embedder: Embedder, paths: Sequence[str], batch: int = 32) -> list[Image.Image]:
+    """The queries' dehazed views as small pictures, a batch at a time (a thousand full-size
+    float images would not fit in memory; the page shows thumbnails anyway)."""
+    views = []
+    for start in range(0, len(paths), batch):
+        for image in embedder.dehaze(paths[start : start + batch]):
+            array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            picture = Image.fromarray(array)
+            picture.thumbnail((VIEW_SIZE, VIEW_SIZE))
+            views.append(picture)
+    return views
 
 
 def _write_csv(path: Path, rows: Sequence[QueryRow]) -> Path:
