@@ -241,6 +241,24 @@ def test_calibrate_stores_a_threshold_that_query_then_answers_no_match_with(
     assert "no match within the distance threshold" in (res / "index.html").read_text()
 
 
+def test_calibrating_as_queries_exclude_the_same_camera_ignores_that_cameras_lookalikes(
+    built, gallery, tmp_path
+):
+    from rvsl.search.calibrate import nearest_other
+
+    features = torch.tensor([[0.0, 0.0], [0.1, 0.0], [-1.0, 0.0], [1.1, 0.0]])
+    identities, cameras = ["a", "b", "a", "b"], ["c1", "c1", "c2", "c2"]
+    _, right = nearest_other(features, identities, cameras, "euclidean")
+    assert right.tolist()[:2] == [False, False]  # camera c1's lookalike is nearest
+    distances, right = nearest_other(features, identities, cameras, "euclidean", True)
+    np.testing.assert_allclose(distances, [1.0, 1.0, 1.0, 1.0], rtol=1e-5)
+    assert right.tolist() == [True, True, True, True]
+    index = shutil.copytree(built, tmp_path / "idx")
+    main(["calibrate", str(index), str(gallery), "--precision", "0.01", "--exclude-same-camera",
+          *FAST])  # fmt: skip
+    assert json.loads((index / "index.json").read_text())["max_distance"]["exclude_same_camera"]
+
+
 def test_calibrate_refuses_images_without_identities(built, tmp_path, capsys):
     plain = tmp_path / "plain"
     plain.mkdir()

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("index", type=Path, help="the index folder")
     cal.add_argument("images", nargs="+", type=Path, help="labelled validation images")
     cal.add_argument("--precision", type=float, default=0.9, help="default 0.9")
+    cal.add_argument(
+        "--exclude-same-camera",
+        action="store_true",
+        help="as query --exclude-same-camera: calibrate the way you will query",
+    )
     cal.add_argument("--checkpoint", help="where the index's checkpoint is now, if moved")
     embedding(cal)
 
@@ -216,6 +221,7 @@ def _calibrate(args: argparse.Namespace) -> str:
         _embed_options(args),
         meta=args.meta,
         checkpoint=args.checkpoint,
+        exclude_same_camera=args.exclude_same_camera,
     )
     return (
         f"max distance {chosen['value']:.4g}: precision {chosen['precision']:.1%}, recall "

@@ -26,10 +26,15 @@ from rvsl.search.query import open_for_query
 
 
 def nearest_other(
-    features: torch.Tensor, identities: Sequence[str], cameras: Sequence[str | None], metric: str
+    features: torch.Tensor,
+    identities: Sequence[str],
+    cameras: Sequence[str | None],
+    metric: str,
+    exclude_same_camera: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(distance to, is-same-identity of) each image's nearest other image, same identity on
-    the same camera excluded (chunked: memory stays O(chunk x N))."""
+    the same camera excluded (``exclude_same_camera``: every image of the same camera, as
+    ``query --exclude-same-camera`` does); chunked, memory stays O(chunk x N)."""
     ids = np.unique(np.asarray(identities, dtype=object), return_inverse=True)[1]
     cams = np.unique(np.asarray([c or "" for c in cameras], dtype=object), return_inverse=True)[1]
     ids_t, cams_t = torch.from_numpy(ids), torch.from_numpy(cams)
@@ -44,7 +49,7 @@ def nearest_other(
         same_cam = (
             (cams_t[block, None] == cams_t[None, :]) & known_cam[None, :] & known_cam[block, None]
         )
-        dist[same_id & same_cam] = float("inf")
+        dist[same_cam if exclude_same_camera else same_id & same_cam] = float("inf")
         rows = torch.arange(dist.shape[0])
         dist[rows, rows + start] = float("inf")  # itself
         best, where = dist.min(dim=1)
@@ -83,8 +88,11 @@ def calibrate(
     embed: EmbedOptions | None = None,
     meta: str | os.PathLike[str] | None = None,
     checkpoint: str | None = None,
+    exclude_same_camera: bool = False,
 ) -> dict[str, Any]:
-    """Pick the threshold on the labelled images under ``roots`` and store it in the index."""
+    """Pick the threshold on the labelled images under ``roots`` and store it in the index.
+    Calibrate as you will query: with ``exclude_same_camera`` when queries use it (a camera's
+    own scenery can make its images look alike whatever the vehicle)."""
     if not 0 < precision <= 1:
         raise SearchInputError("--precision must be in (0, 1]")
     index, checkpoint = open_for_query(index_dir, checkpoint)
@@ -105,11 +113,16 @@ def calibrate(
     if not valid.all():
         raise SearchInputError(f"{int((~valid).sum())} labelled image(s) could not be read")
     distances, right = nearest_other(
-        out["feature"], [i.identity for i in infos], [i.camera for i in infos], manifest["metric"]
+        out["feature"],
+        [i.identity for i in infos],
+        [i.camera for i in infos],
+        manifest["metric"],
+        exclude_same_camera,
     )
     chosen = pick_threshold(distances, right, precision)
     chosen |= {
         "identities": len({i.identity for i in infos}),
+        "exclude_same_camera": exclude_same_camera,
         "folders": [str(r) for r in roots],
         "calibrated": time.time(),
     }
