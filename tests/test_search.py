@@ -47,22 +47,26 @@ def _write_gallery(root: Path, seed: int = 0, cameras=(1, 2), identities=4, per=
     return root
 
 
+def _tiny_net(seed: int) -> RVSLNet:
+    torch.manual_seed(seed)
+    return RVSLNet("resnet18_ibn_a", num_classes=3, generator_width=8, backbone_width=8).eval()
+
+
+def _save_tiny(folder: Path, name: str, seed: int) -> Path:
+    """A tiny network's checkpoint that records a 32x32 training size."""
+    path = folder / name
+    save_net(_tiny_net(seed), path, image_size=[32, 32])
+    return path
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    net = RVSLNet("resnet18_ibn_a", num_classes=3, generator_width=8, backbone_width=8).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_net(net, path, image_size=[32, 32])
-    return path
+    return _save_tiny(tmp_path_factory.mktemp("ckpt"), "tiny.ckpt", seed=0)
 
 
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    net = RVSLNet("resnet18_ibn_a", num_classes=3, generator_width=8, backbone_width=8).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "other.ckpt"
-    save_net(net, path, image_size=[32, 32])
-    return path
+    return _save_tiny(tmp_path_factory.mktemp("ckpt"), "other.ckpt", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -381,8 +385,7 @@ def test_a_meta_csv_naming_missing_files_or_lacking_columns_is_refused(
 
 # ---------------------------------------------------------------------- branch choice
 def test_auto_embeds_each_image_through_the_encoder_its_haze_picks_and_fuse_averages_both():
-    torch.manual_seed(0)
-    net = RVSLNet("resnet18_ibn_a", num_classes=3, generator_width=8, backbone_width=8).eval()
+    net = _tiny_net(seed=0)
     clear = torch.rand(2, 3, 32, 32) * 0.3  # dark pixels: a low dark channel
     hazy = 0.6 + torch.rand(2, 3, 32, 32) * 0.4  # lifted toward a bright airlight
     images = torch.cat([clear, hazy])

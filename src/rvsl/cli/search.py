@@ -1,7 +1,7 @@
 """search your own footage: index folders of vehicle crops, query them, calibrate "no match"
 
 - ``rvsl-search index CHECKPOINT IMAGES... --out INDEX_DIR``: embed every image under the
-  folders (recursive; jpg/png/webp) into an index, or add the new ones to an existing index.
+  folders (recursive; jpg/png/bmp/webp) into an index, or add the new ones to an existing index.
 - ``rvsl-search query INDEX_DIR QUERY_IMAGES... --out RESULTS_DIR``: each query's top-K
   matches as ``matches.csv`` and ``index.html`` (a page that opens from disk).
 - ``rvsl-search calibrate INDEX_DIR LABELLED_IMAGES... --precision P``: store the distance

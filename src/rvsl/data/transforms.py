@@ -258,6 +258,13 @@ def build_eval_transform(
     )
 
 
+def undo_normalize(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) ImageNet-normalised images back in [0, 1] units: ``x * std + mean``."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return images * std + mean
+
+
 def to_float_image(image: torch.Tensor) -> torch.Tensor:
     """uint8 image -> float32 in [0, 1], used when a dataset is given no transform."""
     return F.to_dtype(image, torch.float32, scale=True)

@@ -19,7 +19,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from rvsl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rvsl.data.transforms import undo_normalize
 from rvsl.inference.haze import DEFAULT_HAZE_THRESHOLD, embed_by_choice, haze_score
 from rvsl.models.rvsl_net import BRANCHES, RVSLNet
 from rvsl.utils.files import atomic_torch_save
@@ -95,11 +95,7 @@ class EmbeddingModule(pl.LightningModule):
 
     def _unnormalized(self, images: Tensor) -> Tensor:
         """Images back in [0, 1] when the network takes ImageNet-normalised input."""
-        if not self.normalized_input:
-            return images
-        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return images * std + mean
+        return undo_normalize(images) if self.normalized_input else images
 
 
 class ShardWriter(BasePredictionWriter):

@@ -13,17 +13,11 @@ from torch.utils.data import Dataset
 
 from rvsl.data.transforms import ImageReadError, load_image
 
-#: Bytes read at a time when hashing a file.
-_CHUNK = 1 << 20
-
 
 def content_hash(path: str | os.PathLike[str]) -> str:
     """A file's BLAKE2b-128 hex digest: the same bytes under another name are the same image."""
-    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 class ImageFiles(Dataset):

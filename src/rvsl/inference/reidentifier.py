@@ -20,13 +20,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from rvsl.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageReadError,
     build_eval_transform,
     load_image,
     size_pair,
     to_rgb,
+    undo_normalize,
 )
 from rvsl.inference.engine import EmbeddingModule
 from rvsl.inference.images import ImageFiles
@@ -194,9 +193,7 @@ class Reidentifier:
             for batch in self._batches(_flatten(images), batch_size):
                 out = self.net.dehaze(batch).float()
                 if self.normalize_input:
-                    mean = torch.tensor(IMAGENET_MEAN, device=out.device).view(1, 3, 1, 1)
-                    std = torch.tensor(IMAGENET_STD, device=out.device).view(1, 3, 1, 1)
-                    out = out * std + mean
+                    out = undo_normalize(out)
                 parts.append(out.clamp(0, 1).cpu())
         return torch.cat(parts) if parts else torch.empty(0, 3, *self.image_size)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rvsl.inference.haze import DEFAULT_BRANCH, DEFAULT_HAZE_THRESHOLD
 from rvsl.search.embedding import Embedder, EmbedOptions
-from rvsl.search.files import SearchInputError, describe, find_images, read_meta
+from rvsl.search.files import IMAGE_SUFFIXES, SearchInputError, describe, find_images, read_meta
 from rvsl.search.index import MANIFEST, Row, SearchIndex, SearchIndexError, file_hash
 from rvsl.search.vectors import KINDS, METRICS
 
@@ -85,7 +85,8 @@ def build_index(
     paths = find_images(roots)
     if not paths:
         raise SearchInputError(
-            f"no images (jpg, jpeg, png, webp) under {', '.join(map(str, roots))}"
+            f"no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) under "
+            f"{', '.join(map(str, roots))}"
         )
     infos = {i.path: i for i in describe(paths, read_meta(meta) if meta else None)}
     checkpoint_hash = file_hash(checkpoint)

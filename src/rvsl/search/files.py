@@ -1,6 +1,6 @@
 """Which images a search covers, and what is known about each: camera, time, identity.
 
-Images are found recursively under the folders given (jpg, jpeg, png, webp; any file names).
+Images are found recursively under the folders given (jpg, jpeg, png, bmp, webp; any names).
 What is known about an image comes, in order, from a ``--meta`` CSV (``path,camera
 [,timestamp][,identity]``; timestamps in seconds or ISO 8601), from its folders (a folder
 named ``c3``, ``cam3``, ``camera_3`` is a camera; ``id_17``, ``pid17``, ``vehicle-17`` an
@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+from rvsl.data.fvrid import IMAGE_EXTENSIONS
+
+IMAGE_SUFFIXES = (*IMAGE_EXTENSIONS, ".webp")  # FVRID's image files, and camera exports' webp
 _CAMERA_FOLDER = re.compile(r"^(?:c|cam|camera)[_-]?(\d+)$", re.IGNORECASE)
 _IDENTITY_FOLDER = re.compile(r"^(?:id|pid|vehicle)[_-]?(\w+)$", re.IGNORECASE)
 _FVRID_NAME = re.compile(r"^(\d+)_c(\d+)(?:_|$)", re.IGNORECASE)

@@ -37,6 +37,7 @@ FORMAT = "rvsl-search-index"
 VERSION = 1
 MANIFEST = "index.json"
 TABLE = "images.sqlite"
+_SQL_VARIABLES = 900  # row numbers per SELECT (old SQLite builds allow 999 parameters)
 _COLUMNS = ("row", "path", "hash", "camera", "timestamp", "identity", "haze", "branch")
 
 
@@ -46,11 +47,8 @@ class SearchIndexError(ValueError):
 
 def file_hash(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file (checkpoints: which network built an index)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -150,11 +148,15 @@ class SearchIndex:
                 ).fetchall()
                 return [dict(zip(_COLUMNS, r, strict=True)) for r in found]
             wanted = [int(n) for n in numbers]
-            found = db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM images WHERE row < ? AND row IN "
-                f"({', '.join('?' * len(wanted))})",
-                (len(self), *wanted),
-            ).fetchall()
+            unique = sorted(set(wanted))
+            found = []
+            for start in range(0, len(unique), _SQL_VARIABLES):  # SQLite's parameter limit
+                part = unique[start : start + _SQL_VARIABLES]
+                found += db.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM images WHERE row < ? AND row IN "
+                    f"({', '.join('?' * len(part))})",
+                    (len(self), *part),
+                ).fetchall()
         by_row = {r[0]: dict(zip(_COLUMNS, r, strict=True)) for r in found}
         return [by_row[n] for n in wanted]
 

@@ -244,21 +244,22 @@ def _page_rows(
     dehazed = _dehazed_views(embedder, [q.path for q in queries]) if options.dehazed else None
     haze = out["haze"][torch.from_numpy(valid)].tolist()
     branches = [b for b, ok in zip(out["branch"], valid, strict=True) if ok]
+    found_rows = [r for matches in found for r, _ in matches]
+    records = dict(zip(found_rows, index.rows(found_rows), strict=True))  # one table read
     rows = []
     for i, (query, matches) in enumerate(zip(queries, found, strict=True)):
-        records = index.rows([r for r, _ in matches])
         listed = tuple(
             Match(
-                path=rec["path"],
+                path=records[r]["path"],
                 rank=rank,
                 distance=dist,
-                camera=rec["camera"],
-                timestamp=rec["timestamp"],
+                camera=records[r]["camera"],
+                timestamp=records[r]["timestamp"],
                 correct=None
-                if query.identity is None or rec["identity"] is None
-                else rec["identity"] == query.identity,
+                if query.identity is None or records[r]["identity"] is None
+                else records[r]["identity"] == query.identity,
             )
-            for rank, ((_, dist), rec) in enumerate(zip(matches, records, strict=True), 1)
+            for rank, (r, dist) in enumerate(matches, 1)
         )
         picture = dehazed[i] if dehazed is not None else None
         rows.append(QueryRow(query.path, query.camera, picture, listed, haze[i], branches[i]))
