@@ -1,17 +1,26 @@
-"""Speed options: channels_last, torch.compile and SyncBatchNorm change speed, never results."""
+"""Speed options change speed, never results; `auto` picks what pays on the run's device."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from functools import partial
 from pathlib import Path
 
+import hydra
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from rvsl.data.datamodule import RVSLDataModule
 from rvsl.models.checkpoint import load_untrusted
 from rvsl.models.rvsl_net import RVSLNet
 from rvsl.training.module import RVSLModule
-from rvsl.training.train import train
+from rvsl.training.optim import build_optimizer
+from rvsl.training.speed import device_defaults, resolve
+from rvsl.training.train import apply_host_settings, build_model, build_trainer, train
 from rvsl.utils.config import RunConfigError
 
 
@@ -109,3 +118,130 @@ def test_sync_batchnorm_converts_every_batchnorm_and_keeps_instance_norms_and_ke
     assert sum(isinstance(m, nn.InstanceNorm2d) for m in synced.modules()) == instancenorms > 0
     assert set(synced.state_dict()) == keys
     assert {n for n, p in synced.named_parameters() if not p.requires_grad} == frozen
+
+
+# ---------------------------------------------------------------- what `auto` picks per device
+def test_auto_turns_on_what_pays_on_each_device():
+    assert device_defaults(on_gpu=False) == {
+        "channels_last": False,  # measured slower on CPUs
+        "compile": False,
+        "fused_optimizers": True,
+        "keep_freed_memory": True,
+    }
+    assert device_defaults(on_gpu=True) == {
+        "channels_last": True,
+        "compile": True,
+        "fused_optimizers": True,
+        "keep_freed_memory": False,  # CUDA tensors live in CUDA's own caching allocator
+    }
+    assert resolve("auto", "compile", on_gpu=True) is True
+    assert resolve(False, "compile", on_gpu=True) is False  # a set value is kept
+    with pytest.raises(ValueError, match="compile must be true, false or auto, not 'fast'"):
+        resolve("fast", "compile", on_gpu=False)
+
+
+def test_a_cpu_run_gets_fused_optimizers_and_neither_nhwc_nor_compile(compose_train):
+    model = build_model(compose_train("stage=real_haze"), 6)
+    assert not model.hparams.channels_last and not model.hparams.compile
+    assert model.hparams.fused_optimizers
+    optimizers = model.configure_optimizers()
+    assert [o["optimizer"].defaults["fused"] for o in optimizers] == [True, True]
+
+
+def test_a_gpu_run_gets_nhwc_and_compile_chosen_at_build_time(compose_train, monkeypatch):
+    cfg = compose_train("stage=real_haze", "trainer.accelerator=auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model = build_model(cfg, 6)
+    assert model.hparams.channels_last and model.hparams.compile
+    overridden = build_model(compose_train("trainer.accelerator=auto", "model.compile=false"), 6)
+    assert not overridden.hparams.compile  # each option overridable
+
+
+def test_pinned_batches_are_asked_for_only_when_there_is_a_gpu(tiny_fvrid, monkeypatch):
+    def datamodule(pin_memory):
+        return RVSLDataModule(root=str(tiny_fvrid), image_size=(32, 32), pin_memory=pin_memory)
+
+    assert datamodule("auto").pin_memory is torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert datamodule("auto").pin_memory is True
+    assert datamodule(False).pin_memory is False
+    with pytest.raises(ValueError, match="pin_memory must be true, false or auto"):
+        datamodule("yes")
+
+
+# ---------------------------------------------------------------- fused optimizer steps
+def test_a_fused_adam_step_is_the_loop_adam_step():
+    torch.manual_seed(0)
+    params = [torch.randn(64, 32), torch.randn(32)]
+    grads = [torch.randn_like(p) for p in params]
+    results = []
+    for fused in (False, True):
+        weights = [nn.Parameter(p.clone()) for p in params]
+        opt = build_optimizer(
+            partial(torch.optim.Adam, lr=1e-3, weight_decay=5e-4), weights, fused=fused
+        )
+        for _ in range(3):
+            for w, g in zip(weights, grads, strict=True):
+                w.grad = g.clone()
+            opt.step()
+        results.append(weights)
+    for loop, fused in zip(*results, strict=True):
+        torch.testing.assert_close(fused, loop, rtol=1e-6, atol=1e-7)
+
+
+def test_an_optimizer_without_a_fused_kernel_or_with_its_own_choice_is_built_as_it_is():
+    weights = [nn.Parameter(torch.zeros(3))]
+    plain = build_optimizer(lambda params: torch.optim.SGD(params, lr=0.1), weights, fused=True)
+    assert not plain.defaults.get("fused")
+    own = build_optimizer(partial(torch.optim.Adam, foreach=True), weights, fused=True)
+    assert own.defaults["foreach"] and not own.defaults["fused"]
+
+
+# ---------------------------------------------------------------- memory
+def test_gradients_are_freed_after_every_applied_update(compose_train):
+    seen = []
+
+    class GradsAfterStep(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(sum(p.grad is not None for p in pl_module.parameters()))
+
+    cfg = compose_train("stage=real_haze", "trainer.limit_train_batches=2")
+    model = build_model(cfg, 6)
+    trainer = build_trainer(
+        cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[GradsAfterStep()]
+    )
+    trainer.fit(model, datamodule=hydra.utils.instantiate(cfg.data))
+    assert seen == [0, 0]  # nothing held into the next step's forward
+
+
+def test_kept_freed_memory_is_reused_without_page_faults():
+    # in a child process: the malloc settings are process-wide
+    probe = textwrap.dedent(
+        """
+        import resource, sys, torch
+        from rvsl.utils.memory import keep_freed_memory
+        if sys.argv[1] == "keep":
+            assert keep_freed_memory()
+        def faults_of_a_64_mib_buffer():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            torch.ones(16 * 2**20)  # 64 MiB, written, then freed
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults_of_a_64_mib_buffer()
+        print(faults_of_a_64_mib_buffer())
+        """
+    )
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("default", "keep")
+    }
+    assert faults["default"] > 10_000  # 16,384 pages faulted in again
+    assert faults["keep"] < 100
+
+
+def test_a_mistyped_keep_freed_memory_setting_is_a_one_line_error(compose_train):
+    with pytest.raises(RunConfigError, match="keep_freed_memory must be true, false or auto"):
+        apply_host_settings(compose_train("keep_freed_memory=always"))

@@ -159,7 +159,7 @@ class RVSLDataModule(pl.LightningDataModule):
         real_sampling: str = "random",
         test_sets: Sequence[str] = ("SYN", "REAL_CLEAR", "REAL_FOGGY"),
         num_workers: int = 4,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         seed: int = 0,
         eval_batch_size: int = 64,
         scale_range: Sequence[float] = (1.0, 1.2),
@@ -210,7 +210,10 @@ class RVSLDataModule(pl.LightningDataModule):
         self.real_batch_size = int(real_batch_size)
         self.real_sampling = real_sampling
         self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        if pin_memory not in (True, False, "auto"):
+            raise ValueError(f"pin_memory must be true, false or auto, not {pin_memory!r}")
+        # auto: page-locked batches when there is a GPU to copy them to
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else pin_memory
         self.seed = int(seed)
         self.eval_batch_size = int(eval_batch_size)
         self.strict = bool(strict)

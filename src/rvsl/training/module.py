@@ -64,7 +64,8 @@ class RVSLModule(GuardedUpdates, RetrievalValidation, pl.LightningModule):
             that never saw haze).
         max_nonfinite_steps: stop after this many skipped main updates in a row; 0 = never.
         lr_scaling: ``none`` | ``linear`` | ``sqrt``: learning rates for the world size.
-        channels_last, compile, compile_options: speed options (:mod:`rvsl.training.speed`).
+        channels_last, compile, compile_options, fused_optimizers: speed options
+            (:mod:`rvsl.training.speed`; ``build_model`` picks them for the device).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class RVSLModule(GuardedUpdates, RetrievalValidation, pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_options: Mapping[str, Any] | None = None,
+        fused_optimizers: bool = True,
     ) -> None:
         super().__init__()
         # Built parts and factories stay out of the checkpoint (it loads with weights_only=True).
@@ -180,6 +182,7 @@ class RVSLModule(GuardedUpdates, RetrievalValidation, pl.LightningModule):
             self.disc_optimizer_factory,
             self.disc_scheduler_factory,
             factor,
+            fused=self.hparams.get("fused_optimizers", True),
         )
 
     # ------------------------------------------------------------------ training

@@ -161,7 +161,7 @@ class GuardedUpdates:
         terms: Mapping[str, Tensor] | None = None,
         clip: float | None = None,
     ) -> str | None:
-        """zero_grad, backward, clip and step ``opt``; or skip it and return why.
+        """zero_grad, backward, clip, step and zero_grad ``opt``; or skip it and return why.
 
         Without an AMP GradScaler: backward, then one check of loss and gradients together
         (one sync per optimizer; a NaN loss gives NaN gradients anyway). With one: the loss
@@ -184,6 +184,8 @@ class GuardedUpdates:
         if clip:
             self.clip_gradients(opt, clip, "norm")
         opt.step()
+        # spent: freed now, not held through the next forward (less memory to fault in)
+        opt.zero_grad(set_to_none=True)
         return None
 
     def skip_update(self, opt: Any, name: str, reason: str) -> str:

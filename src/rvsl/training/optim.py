@@ -3,6 +3,8 @@ per-epoch schedule, and the learning-rate rule for many processes."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 LR_SCALING = ("none", "linear", "sqrt")
@@ -38,8 +41,33 @@ def scaled_lr(lr: float, world_size: int, rule: str) -> float:
     return lr * lr_factor(world_size, rule)
 
 
-def default_adam(params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr)
+def default_adam(params: Any, lr: float = 1e-4, **kwargs: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, **kwargs)
+
+
+def takes_fused(factory: OptimizerFactory) -> bool:
+    """Whether ``factory`` accepts ``fused=`` (torch's Adam, AdamW, SGD and partials of them)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "fused" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def build_optimizer(
+    factory: OptimizerFactory, params: Any, fused: bool = False
+) -> torch.optim.Optimizer:
+    """``factory(params=...)``, with ``fused=True`` when asked and the factory takes it: one
+    kernel updates every parameter instead of a Python loop over them (the same update; CPUs
+    since torch 2.4, GPUs). A factory that sets ``fused`` itself keeps its choice."""
+    keywords = getattr(factory, "keywords", {}) or {}
+    if fused and "fused" not in keywords and "foreach" not in keywords:
+        if takes_fused(factory):
+            return factory(params=params, fused=True)
+        log.info("%s has no fused implementation: stepped as it is", factory)
+    return factory(params=params)
 
 
 def _scale(opt: torch.optim.Optimizer, factor: float) -> None:
@@ -64,11 +92,16 @@ def stage_optimizers(
     disc_optimizer: OptimizerFactory,
     disc_scheduler: SchedulerFactory | None,
     factor: float = 1.0,
+    fused: bool = False,
 ) -> list[dict[str, Any]]:
     """Lightning's optimizer configs: the main optimizer over ``main_params``, then one per
-    discriminator, every learning rate times ``factor`` before its schedule is built."""
-    pairs = [(optimizer(params=list(main_params)), scheduler)]
-    pairs += [(disc_optimizer(params=d.parameters()), disc_scheduler) for d in discriminators]
+    discriminator, every learning rate times ``factor`` before its schedule is built;
+    ``fused``: fused implementations where the factories have one (:func:`build_optimizer`)."""
+    pairs = [(build_optimizer(optimizer, list(main_params), fused), scheduler)]
+    pairs += [
+        (build_optimizer(disc_optimizer, list(d.parameters()), fused), disc_scheduler)
+        for d in discriminators
+    ]
     for opt, _ in pairs:
         _scale(opt, factor)
     return [_with_schedule(opt, factory) for opt, factory in pairs]

@@ -1,4 +1,9 @@
-"""Speed options of the module: ``torch.compile`` of the convolutional parts and NHWC batches."""
+"""Speed options: which pay on this device, ``torch.compile`` of the convolutional parts, NHWC.
+
+Each option only changes speed, never the maths. ``auto`` (the default of each) takes the
+device's choice from :func:`device_defaults`, measured by ``scripts/bench_vs_official.py`` and
+``scripts/bench_gpu.sh`` (README, "Speed").
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,48 @@ from typing import Any
 
 import torch
 from lightning_utilities.core.apply_func import apply_to_collection
+from omegaconf import DictConfig
 from torch import Tensor, nn
+
+AUTO = "auto"
+MODEL_OPTIONS = ("channels_last", "compile", "fused_optimizers")
+
+
+def runs_on_gpu(trainer_cfg: DictConfig | Mapping[str, Any]) -> bool:
+    """Whether a run of this trainer config will train on a GPU (``accelerator`` auto/gpu/cuda
+    and CUDA present)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def device_defaults(on_gpu: bool) -> dict[str, bool]:
+    """What ``auto`` means per device, as measured side by side with the official step.
+
+    On a CPU (2 cores, ResNet-50-IBN-a at 128x128): fused Adam pays, NHWC and ``compile`` cost
+    (0.89x and 0.84x a step); on GPUs NHWC and ``compile`` are what make bf16 pay. Freed-memory
+    keeping (:mod:`rvsl.utils.memory`) is a CPU setting: on GPUs activations live in CUDA's
+    own caching allocator.
+    """
+    return {
+        "channels_last": on_gpu,
+        "compile": on_gpu,
+        "fused_optimizers": True,
+        "keep_freed_memory": not on_gpu,
+    }
+
+
+def resolve(value: Any, option: str, on_gpu: bool) -> bool:
+    """``value`` as a bool: ``auto`` becomes the device's choice for ``option``."""
+    if isinstance(value, str):
+        if value != AUTO:
+            raise ValueError(f"{option} must be true, false or {AUTO}, not {value!r}")
+        return device_defaults(on_gpu)[option]
+    return bool(value)
+
+
+def resolve_model_options(model_cfg: DictConfig | Mapping[str, Any], on_gpu: bool) -> dict:
+    """The model's speed options (:data:`MODEL_OPTIONS`) as bools for this device."""
+    return {k: resolve(model_cfg.get(k, AUTO), k, on_gpu) for k in MODEL_OPTIONS}
 
 
 def compile_in_place(parts: Iterable[nn.Module], options: Mapping[str, Any] | None) -> None:

@@ -31,8 +31,10 @@ from rvsl.training.preflight import (
     warn_about_data,
 )
 from rvsl.training.requeue import requeue_on_signal, resume_on_restart
+from rvsl.training.speed import AUTO, resolve, resolve_model_options, runs_on_gpu
 from rvsl.utils.config import instantiate_group
 from rvsl.utils.files import naming_last_good_checkpoint
+from rvsl.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder; LastCheckpoint writes it
@@ -238,8 +240,7 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     32-true with a warning: CPUs have no fast float16 autocast. Other values are kept as given.
     """
     precision = str(trainer_cfg.get("precision", "32-true"))
-    on_gpu = str(trainer_cfg.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
-    on_gpu = on_gpu and torch.cuda.is_available()
+    on_gpu = runs_on_gpu(trainer_cfg)
     if precision == "auto":
         if on_gpu:
             return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
@@ -284,15 +285,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def build_model(cfg: DictConfig, num_classes: int, **overrides: Any) -> pl.LightningModule:
     """The LightningModule of ``cfg.model``, its network sized for ``num_classes`` training
-    identities (the data decides it; the config is not written back), ``overrides`` on top."""
+    identities (the data decides it; the config is not written back), its ``auto`` speed
+    options chosen for the run's device (:func:`rvsl.training.speed.device_defaults`),
+    ``overrides`` on top."""
     try:
+        speed = resolve_model_options(cfg.model, runs_on_gpu(cfg.trainer))
+        overrides = speed | overrides
         return hydra.utils.instantiate(cfg.model, net={"num_classes": num_classes}, **overrides)
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"model: {err.__cause__ or err}") from err
 
 
+def apply_host_settings(cfg: DictConfig) -> None:
+    """Process-wide settings a run makes at start-up: ``keep_freed_memory`` (``auto``: on CPU
+    runs, see :mod:`rvsl.utils.memory`)."""
+    try:
+        keep = resolve(
+            cfg.get("keep_freed_memory", AUTO), "keep_freed_memory", runs_on_gpu(cfg.trainer)
+        )
+    except ValueError as err:
+        raise RunConfigError(str(err)) from None
+    if keep and not keep_freed_memory():
+        log.info("keep_freed_memory: not glibc, nothing changed")
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     """:func:`train` itself: every check first, then the fit and the stage report."""
+    apply_host_settings(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     refuse_local_ddp_sweep(cfg.trainer)
     check_settings(cfg)
