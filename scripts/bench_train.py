@@ -74,9 +74,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from PIL import Image
 from pytorch_lightning.strategies import DDPStrategy
+from torch.profiler import ProfilerActivity
 from torch.utils.flop_counter import FlopCounterMode
 
-from rvsl.training.train import build_model, build_trainer
+from rvsl.training.train import apply_host_settings, build_model, build_trainer
 
 RECIPES = ("default", "paper")  # conf/recipe/<name>.yaml
 
@@ -174,17 +175,47 @@ def make_fvrid(root: Path, cfg: BenchConfig, batches: int) -> Path:
 
 
 # ---------------------------------------------------------------------------- timing
-class StepTimer(pl.Callback):
-    """perf_counter stamps at the start and end of every training batch, and the FLOPs of
-    batch ``count_flops_at`` (None: not counted)."""
+# where a step's time goes (--breakdown): aten operators by the name fragments of each group
+TIME_GROUPS = (
+    ("convolution backward", ("convolution_backward",)),
+    ("convolution forward", ("convolution", "conv2d")),
+    ("normalisation", ("batch_norm", "instance_norm", "group_norm", "layer_norm")),
+    ("optimizer updates", ("adam", "foreach", "_fused_")),
+    ("resampling and pooling", ("upsample", "pool", "pad")),
+)
 
-    def __init__(self, cuda: bool, count_flops_at: int | None = None) -> None:
+
+def time_breakdown(profile: torch.profiler.profile, step_seconds: float) -> dict[str, float]:
+    """Seconds of one profiled step per :data:`TIME_GROUPS` group (operators' self time),
+    ``other operators``, and ``outside operators`` (Python, Lightning, autograd bookkeeping:
+    the step's wall time minus all operators' self time)."""
+    seconds = {name: 0.0 for name, _ in TIME_GROUPS} | {"other operators": 0.0}
+    for event in profile.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        op = event.key.removeprefix("aten::")
+        group = next((n for n, frags in TIME_GROUPS if any(f in op for f in frags)), None)
+        seconds[group or "other operators"] += event.self_cpu_time_total / 1e6
+    seconds["outside operators"] = max(0.0, step_seconds - sum(seconds.values()))
+    return seconds
+
+
+class StepTimer(pl.Callback):
+    """perf_counter stamps at the start and end of every training batch, the FLOPs of batch
+    ``count_flops_at`` and a profile of batch ``profile_at`` (None: neither)."""
+
+    def __init__(
+        self, cuda: bool, count_flops_at: int | None = None, profile_at: int | None = None
+    ) -> None:
         self.cuda = cuda
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.count_flops_at = count_flops_at
         self.flops: int | None = None
         self._counter: FlopCounterMode | None = None
+        self.profile_at = profile_at
+        self.breakdown: dict[str, float] | None = None
+        self._profile: torch.profiler.profile | None = None
 
     def _now(self) -> float:
         if self.cuda:
@@ -195,6 +226,9 @@ class StepTimer(pl.Callback):
         if batch_idx == self.count_flops_at:
             self._counter = FlopCounterMode(display=False)
             self._counter.__enter__()
+        if batch_idx == self.profile_at:
+            self._profile = torch.profiler.profile(activities=[ProfilerActivity.CPU])
+            self._profile.__enter__()
         self.starts.append(self._now())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -203,12 +237,18 @@ class StepTimer(pl.Callback):
             self._counter.__exit__(None, None, None)
             self.flops = int(self._counter.get_total_flops())
             self._counter = None
+        if self._profile is not None:
+            self._profile.__exit__(None, None, None)
+            self.breakdown = time_breakdown(self._profile, self.ends[-1] - self.starts[-1])
+            self._profile = None
 
-    def split(self, warmup: int) -> tuple[list[float], list[float]]:
-        """(compute, data wait) per measured step, the first ``warmup`` steps skipped."""
+    def split(self, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+        """(compute, data wait) per measured step, the first ``warmup`` steps skipped (and a
+        profiled step after the measured ones)."""
         first = max(warmup, 1)  # step 0 has no previous end
-        compute = [self.ends[i] - self.starts[i] for i in range(first, len(self.ends))]
-        wait = [self.starts[i] - self.ends[i - 1] for i in range(first, len(self.ends))]
+        last = min(len(self.ends), warmup + steps)
+        compute = [self.ends[i] - self.starts[i] for i in range(first, last)]
+        wait = [self.starts[i] - self.ends[i - 1] for i in range(first, last)]
         return compute, wait
 
 
@@ -259,7 +299,7 @@ def overrides(job: dict[str, Any]) -> list[str]:
         "trainer.max_epochs=1",
         # manual optimisation counts every optimizer.step() in global_step (up to 3 per batch),
         # so the run length is set in batches, not with max_steps
-        f"trainer.limit_train_batches={job['warmup'] + job['steps']}",
+        f"trainer.limit_train_batches={job['warmup'] + job['steps'] + bool(job.get('breakdown'))}",
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
         "trainer.log_every_n_steps=1",
@@ -283,10 +323,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     pl.seed_everything(0, workers=True, verbose=False)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     run_cfg = compose_train_config(job)
+    apply_host_settings(run_cfg)  # as rvsl-train does at start-up
     datamodule = hydra.utils.instantiate(run_cfg.data)
     model = build_model(run_cfg, datamodule.num_classes)
     # the last warm-up step: its counting overhead is in no measured compute or data wait
-    timer = StepTimer(cuda, None if job["compile"] else job["warmup"] - 1)
+    profile_at = job["warmup"] + job["steps"] if job.get("breakdown") else None
+    timer = StepTimer(cuda, None if job["compile"] else job["warmup"] - 1, profile_at)
     strategy: Any = "auto"
     if job.get("ddp"):  # one process: what DDP's reducer costs over plain training
         strategy = DDPStrategy(
@@ -303,7 +345,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     trainer.fit(model, datamodule=datamodule)
-    compute, wait = timer.split(job["warmup"])
+    compute, wait = timer.split(job["warmup"], job["steps"])
     if not compute:
         raise RuntimeError(f"no measured steps ({len(timer.ends)} ran, warmup {job['warmup']})")
     step = [c + w for c, w in zip(compute, wait, strict=True)]
@@ -337,10 +379,19 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "rss_at_start_mib": rss_start,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "breakdown_s": timer.breakdown,
     }
     if cuda:
         row["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return row
+
+
+def format_breakdown(seconds: dict[str, float]) -> str:
+    """One indented line: each group's share of the profiled step."""
+    total = sum(seconds.values())
+    shares = {name: 100 * value / total for name, value in seconds.items()}
+    parts = [f"{name} {f'{v:.0f}' if v >= 1 else '<1'}%" for name, v in shares.items()]
+    return f"    where the profiled step's {total:.2f} s went: " + ", ".join(parts)
 
 
 def _child(job: dict[str, Any], conn) -> None:
@@ -413,6 +464,11 @@ def main() -> None:
         help="also run under DDPStrategy(find_unused_parameters=True) on one device (what the "
         "ddp configs use), to measure what DDP costs over the plain run",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="profile one more step after the measured ones: where its time goes",
+    )
     parser.add_argument("--data-dir", help="where to write the PNG folders (default: a temp dir)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -452,7 +508,8 @@ def main() -> None:
         for key in configs:
             cfg = CONFIGS[key]
             steps = args.steps or cfg.steps
-            batches = args.warmup + steps + 2  # Lightning prefetches one batch ahead
+            # Lightning prefetches one batch ahead; --breakdown profiles one more
+            batches = args.warmup + steps + 2 + args.breakdown
             t0 = time.perf_counter()
             root = make_fvrid(tmp / f"{key}_{cfg.size}_{batches}", cfg, batches)
             print(
@@ -474,6 +531,7 @@ def main() -> None:
                         "warmup": args.warmup,
                         "device": args.device,
                         "ddp": ddp,
+                        "breakdown": args.breakdown,
                         **options,
                     }
                     row = run_isolated(job, context)
@@ -489,6 +547,8 @@ def main() -> None:
                     if "peak_cuda_mib" in row:
                         line += f" {row['peak_cuda_mib']:>13.0f}"
                     print(line, flush=True)
+                    if row["breakdown_s"]:
+                        print(format_breakdown(row["breakdown_s"]), flush=True)
             print()
     finally:
         if not args.data_dir:

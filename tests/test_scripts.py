@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,68 @@ def test_the_haze_threshold_is_the_fewest_errors_and_the_mixed_gallery_holds_eac
         ["0001_c1_000.jpg", "0001_c2_000.jpg", "0002_c1_000.jpg", "0002_c3_001.jpg"]
     )
     assert [Path(p).read_text() == "hazy" for p in paths] == is_hazy
+
+
+def test_the_side_by_side_with_the_official_code_is_skipped_without_its_folder(capsys, tmp_path):
+    import bench_vs_official
+
+    assert bench_vs_official.main([]) is None
+    assert "skipped: no --official-root given" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"has no stage1_trainer\.py"):
+        bench_vs_official.main(["--official-root", str(tmp_path)])
+
+
+def test_the_side_by_side_reports_medians_the_flop_rate_and_noisy_steps():
+    import argparse
+
+    import bench_vs_official
+
+    def span(seconds, others=0.0):
+        return {"seconds": seconds, "others_cores": others, "kernel_seconds": 0.1,
+                "minor_faults": 10}  # fmt: skip
+
+    rows = {
+        "rvsl": [span(2.0), span(1.0), span(3.0, others=0.5)],
+        "official": [span(3.0), span(3.0), span(6.0)],
+    }
+    args = argparse.Namespace(max_others=0.1)
+    row = bench_vs_official.summarise(
+        1, rows, {"rvsl": 100e9, "official": 120e9}, ("float32", 100.0), args
+    )
+    assert row["rvsl"]["median_s"] == 2.0 and row["official"]["median_s"] == 3.0
+    assert row["speedup"] == 1.5  # official seconds / rvsl seconds
+    assert row["rvsl"]["peak_fraction"] == pytest.approx(0.5)  # 50 GFLOP/s of 100
+    assert row["rvsl"]["noisy_steps"] == 1 and row["official"]["noisy_steps"] == 0
+
+
+def test_the_authors_plot_only_imports_get_stand_ins_that_fail_only_when_used(monkeypatch):
+    import sys
+
+    import bench_vs_official
+
+    monkeypatch.delitem(sys.modules, "no_such_plotting_lib", raising=False)
+    added = bench_vs_official._stand_ins(("no_such_plotting_lib",))
+    try:
+        assert added == ["no_such_plotting_lib"]
+        from no_such_plotting_lib import figure  # importing works
+
+        with pytest.raises(RuntimeError, match="not installed"):
+            figure()
+    finally:
+        sys.modules.pop("no_such_plotting_lib", None)
+
+
+def test_a_step_breakdown_splits_the_profiled_time_into_named_groups():
+    import bench_train
+
+    conv = torch.nn.Conv2d(3, 8, 3)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        start = time.perf_counter()
+        conv(torch.rand(2, 3, 32, 32)).relu().sum().backward()
+        seconds = time.perf_counter() - start
+    groups = bench_train.time_breakdown(profile, seconds)
+    assert groups["convolution forward"] > 0 and groups["convolution backward"] > 0
+    assert groups["other operators"] > 0  # relu, sum, ...
+    operators = sum(v for k, v in groups.items() if k != "outside operators")
+    assert groups["outside operators"] == pytest.approx(max(0.0, seconds - operators))
+    assert "convolution backward" in bench_train.format_breakdown(groups)
