@@ -80,7 +80,7 @@ from rvsl.utils.memory import keep_freed_memory
 
 STAGES = {1: "syn_haze", 3: "real_haze"}
 NUM_CLASSES = 100  # synthetic training identities (the classifier's width)
-READY, STEP, COUNT, QUIT = "ready", "step", "count", "quit"  # lockstep messages
+READY, STEP, COUNT, RESUME, QUIT = "ready", "step", "count", "resume", "quit"  # lockstep
 MALLOC = ("shipped", "keep", "default")
 OFFICIAL_BACKBONE = {"resnet50_ibn_a": "resnet50", "resnet101_ibn_a": "resnet101"}
 PLOT_ONLY_MODULES = (
@@ -352,8 +352,10 @@ def rvsl_config(stage: int, args: argparse.Namespace, num_classes: int, out: Pat
 
 
 class Lockstep(pl.Callback):
-    """Makes Lightning's training loop step when told: waits for a command before each batch
-    and answers with the step's measurements after it."""
+    """Makes Lightning's training loop step when told: waits for a command before each batch,
+    answers with the step's measurements after it, then waits again until the other side has
+    stepped, so that Lightning's own work between batches (and its teardown after the last)
+    never runs during the other side's step."""
 
     def __init__(self, conn: Connection, meter: CpuMeter) -> None:
         self.conn, self.meter = conn, meter
@@ -373,6 +375,8 @@ class Lockstep(pl.Callback):
             span["flops"] = float(self._counter.get_total_flops())
             self._counter = None
         self.conn.send(span)
+        if self.conn.recv() != RESUME:
+            raise RuntimeError("lockstep: expected the parent to resume this side")
 
 
 def rvsl_side(conn: Connection, stage: int, args: argparse.Namespace, malloc: str) -> None:
@@ -452,6 +456,7 @@ def run_stage(stage: int, args: argparse.Namespace, peak: tuple[str, float]) -> 
                     flops[name] = span["flops"]
                 if i >= args.warmup:
                     rows[name].append(span)
+            links["rvsl"].send(RESUME)  # Lightning's work between batches, alone
         links["official"].send(QUIT)
     finally:
         for process in sides.values():

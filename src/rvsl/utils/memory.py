@@ -4,9 +4,10 @@ PyTorch's CPU tensors come straight from the C library's ``malloc``. glibc serve
 its mmap threshold (at most 32 MiB) with fresh ``mmap`` calls and unmaps them on ``free``, and
 gives freed heap tops back to the OS above its trim threshold. A CPU training step allocates and
 frees the same large activation and gradient buffers every step, so each step page-faults
-them all in again: about 400,000 minor faults and 1.4 s of kernel time in a 6 s ResNet-50 step
-at 128x128 (``scripts/bench_vs_official.py``). With mmap off and the trim threshold out of
-reach, freed blocks stay in the heap and are reused; the process keeps its peak footprint.
+them all in again: 540,000 minor faults and 1.8 s of kernel time in a 6.5 s ResNet-50-IBN-a
+step at 128x128 on 2 cores, 1.4 million and 6.7 s in a 19 s stage-3 step
+(``scripts/bench_vs_official.py``). With mmap off and the trim threshold out of reach, freed
+blocks stay in the heap and are reused (3 faults a step); the process keeps its peak footprint.
 """
 
 from __future__ import annotations
