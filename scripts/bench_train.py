@@ -77,7 +77,8 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch.profiler import ProfilerActivity
 from torch.utils.flop_counter import FlopCounterMode
 
-from rvsl.training.train import apply_host_settings, build_model, build_trainer
+from rvsl.training.speed import apply_host_settings
+from rvsl.training.train import build_model, build_trainer
 
 RECIPES = ("default", "paper")  # conf/recipe/<name>.yaml
 

@@ -75,7 +75,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from rvsl.training.train import apply_host_settings, build_model, build_trainer
+from rvsl.training.speed import apply_host_settings
+from rvsl.training.train import build_model, build_trainer
 from rvsl.utils.memory import keep_freed_memory
 
 STAGES = {1: "syn_haze", 3: "real_haze"}

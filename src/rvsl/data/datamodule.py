@@ -19,7 +19,7 @@ from rvsl.data.datasets import (
     SyntheticPairDataset,
     TwinRetrievalDataset,
 )
-from rvsl.data.loaders import RestartingLoader, ResumableLoader, SeededItems
+from rvsl.data.loaders import RestartingLoader, ResumableLoader, SeededItems, resolve_pin_memory
 from rvsl.data.samplers import PKSampler, PlanSampler, ShuffleSampler
 from rvsl.data.transforms import build_eval_transform, build_train_transform
 
@@ -210,10 +210,7 @@ class RVSLDataModule(pl.LightningDataModule):
         self.real_batch_size = int(real_batch_size)
         self.real_sampling = real_sampling
         self.num_workers = int(num_workers)
-        if pin_memory not in (True, False, "auto"):
-            raise ValueError(f"pin_memory must be true, false or auto, not {pin_memory!r}")
-        # auto: page-locked batches when there is a GPU to copy them to
-        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else pin_memory
+        self.pin_memory = resolve_pin_memory(pin_memory)
         self.seed = int(seed)
         self.eval_batch_size = int(eval_batch_size)
         self.strict = bool(strict)

@@ -154,3 +154,11 @@ class RestartingLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._restored = dict(state)
+
+
+def resolve_pin_memory(pin_memory: bool | str) -> bool:
+    """``pin_memory`` as a bool: ``auto`` page-locks batches when there is a GPU to copy them to
+    (on a CPU-only machine pinning only costs)."""
+    if pin_memory not in (True, False, "auto"):
+        raise ValueError(f"pin_memory must be true, false or auto, not {pin_memory!r}")
+    return torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)

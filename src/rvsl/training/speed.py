@@ -7,6 +7,7 @@ device's choice from :func:`device_defaults`, measured by ``scripts/bench_vs_off
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,6 +15,11 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from omegaconf import DictConfig
 from torch import Tensor, nn
+
+from rvsl.utils.config import RunConfigError
+from rvsl.utils.memory import keep_freed_memory
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 MODEL_OPTIONS = ("channels_last", "compile", "fused_optimizers")
@@ -54,6 +60,19 @@ def resolve(value: Any, option: str, on_gpu: bool) -> bool:
 def resolve_model_options(model_cfg: DictConfig | Mapping[str, Any], on_gpu: bool) -> dict:
     """The model's speed options (:data:`MODEL_OPTIONS`) as bools for this device."""
     return {k: resolve(model_cfg.get(k, AUTO), k, on_gpu) for k in MODEL_OPTIONS}
+
+
+def apply_host_settings(cfg: DictConfig) -> None:
+    """Process-wide settings a run makes at start-up: ``keep_freed_memory`` (``auto``: on CPU
+    runs, see :mod:`rvsl.utils.memory`)."""
+    try:
+        keep = resolve(
+            cfg.get("keep_freed_memory", AUTO), "keep_freed_memory", runs_on_gpu(cfg.trainer)
+        )
+    except ValueError as err:
+        raise RunConfigError(str(err)) from None
+    if keep and not keep_freed_memory():
+        log.info("keep_freed_memory: not glibc, nothing changed")
 
 
 def compile_in_place(parts: Iterable[nn.Module], options: Mapping[str, Any] | None) -> None:

@@ -31,10 +31,9 @@ from rvsl.training.preflight import (
     warn_about_data,
 )
 from rvsl.training.requeue import requeue_on_signal, resume_on_restart
-from rvsl.training.speed import AUTO, resolve, resolve_model_options, runs_on_gpu
+from rvsl.training.speed import apply_host_settings, resolve_model_options, runs_on_gpu
 from rvsl.utils.config import instantiate_group
 from rvsl.utils.files import naming_last_good_checkpoint
-from rvsl.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 LAST_CKPT = Path("checkpoints") / "last.ckpt"  # in a run folder; LastCheckpoint writes it
@@ -294,19 +293,6 @@ def build_model(cfg: DictConfig, num_classes: int, **overrides: Any) -> pl.Light
         return hydra.utils.instantiate(cfg.model, net={"num_classes": num_classes}, **overrides)
     except hydra.errors.InstantiationException as err:
         raise RunConfigError(f"model: {err.__cause__ or err}") from err
-
-
-def apply_host_settings(cfg: DictConfig) -> None:
-    """Process-wide settings a run makes at start-up: ``keep_freed_memory`` (``auto``: on CPU
-    runs, see :mod:`rvsl.utils.memory`)."""
-    try:
-        keep = resolve(
-            cfg.get("keep_freed_memory", AUTO), "keep_freed_memory", runs_on_gpu(cfg.trainer)
-        )
-    except ValueError as err:
-        raise RunConfigError(str(err)) from None
-    if keep and not keep_freed_memory():
-        log.info("keep_freed_memory: not glibc, nothing changed")
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
