@@ -53,7 +53,6 @@ import contextlib
 import importlib
 import io
 import json
-import logging
 import multiprocessing as mp
 import os
 import resource
@@ -75,6 +74,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_train import _quiet as quiet_lightning  # scripts/ is on sys.path
 from rvsl.training.speed import apply_host_settings
 from rvsl.training.train import build_model, build_trainer
 from rvsl.utils.memory import keep_freed_memory
@@ -528,8 +528,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def _quiet() -> None:
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """bench_train's quiet Lightning, and no warnings from the authors' older torch idioms."""
+    quiet_lightning()
     warnings.filterwarnings("ignore")
 
 
